@@ -1,0 +1,131 @@
+"""The ``mcgenref`` command line: parses arguments and calls the library, nothing else.
+
+User errors (:class:`mcgenref.errors.McGenRefError`) print one line, ``error: ...``, and exit
+with status 2; warnings (:class:`mcgenref.errors.McGenRefWarning`) print ``warning: ...``.
+Heavy modules (torch, the synthesis engine) are imported inside the commands so that
+``mcgenref --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from mcgenref import __version__
+from mcgenref.errors import McGenRefError, McGenRefWarning
+
+app = typer.Typer(
+    name="mcgenref",
+    help=(
+        "Annotation-free microcalcification segmentation in mammograms (MC-GenRef). "
+        "Research use only; not a medical device."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    if issubclass(category, McGenRefWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def user_errors(func: F) -> F:
+    """Turn a McGenRefError into one ``error:`` line and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        warnings.showwarning = _show_warning
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("default", McGenRefWarning)  # each distinct one once
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
+        except McGenRefError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mcgenref {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Annotation-free microcalcification segmentation in mammograms (MC-GenRef)."""
+
+
+@app.command()
+@user_errors
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created; must be new or empty unless --overwrite).")],
+    negatives: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--negatives",
+            help="Normal mammograms (files or folders; repeat the option) used as backgrounds. "
+            "Without it, procedural power-law backgrounds are used.",
+        ),
+    ] = None,
+    count: Annotated[int, typer.Option("--count", help="Number of samples to write.")] = 16,
+    seed: Annotated[int, typer.Option("--seed", help="Base seed; the same arguments give identical files.")] = 0,
+    pixel_spacing: Annotated[
+        str | None,
+        typer.Option(
+            "--pixel-spacing",
+            help="Pixel spacing in mm of the negatives (one value, or ROW,COL). Overrides the "
+            "files' own; for procedural backgrounds it sets their spacing (default 0.1).",
+        ),
+    ] = None,
+    patch_size: Annotated[int | None, typer.Option("--patch-size", help="Patch side in pixels (default from the config: 256).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="JSON run config (the format of the config.json this command writes; missing keys keep defaults)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty output folder.")] = False,
+) -> None:
+    """Write synthetic microcalcification image/mask pairs with exact masks.
+
+    Writes images/NNNNNN.png (16-bit), masks/NNNNNN.png (0/255), manifest.jsonl, config.json,
+    dataset.json and preview.png into OUT.
+    """
+    from mcgenref.workflows import run_synth
+
+    run_synth(
+        out=out, negatives=negatives, count=count, seed=seed, pixel_spacing=pixel_spacing,
+        patch_size=patch_size, config_path=config, overwrite=overwrite,
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real-data folder (skips when absent) and small synthetic images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("MCGENREF_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    root = data_root()
+    if not (root / "mini-mias" / "images").is_dir():
+        pytest.skip(f"real mammograms not found at {root} (set MCGENREF_DATA)")
+    return root
+
+
+def phantom_mammogram(shape: tuple[int, int] = (400, 300), seed: int = 0) -> np.ndarray:
+    """A uint8 'left breast': a textured half-ellipse against the left edge, dark air.
+
+    Known answer: the breast is the half-ellipse centred on the left edge with semi-axes
+    (0.42 * rows, 0.8 * cols).
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols = shape
+    r, c = np.mgrid[0:rows, 0:cols]
+    inside = ((r - rows / 2) / (0.42 * rows)) ** 2 + (c / (0.8 * cols)) ** 2 <= 1.0
+    img = np.full(shape, 8.0)
+    tissue = 120 + 30 * np.sin(r / 9.0) * np.cos(c / 13.0) + rng.normal(0, 6, shape)
+    img[inside] = tissue[inside]
+    img += rng.normal(0, 2, shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def phantom_png(tmp_path: Path) -> Path:
+    path = tmp_path / "phantom.png"
+    Image.fromarray(phantom_mammogram()).save(path)
+    return path
+
+
+@pytest.fixture()
+def phantom_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "negatives"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(phantom_mammogram(seed=i)).save(folder / f"neg{i}.png")
+    return folder
