@@ -58,7 +58,7 @@ def test_synth_config_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "extra, fragment",
     [
-        (["--negatives", "does/not/exist.png"], "not found"),
+        (["--negatives", "does/not/exist.png"], "no such file"),
         (["--count", "0"], "--count"),
         (["--pixel-spacing", "0"], "spacing"),
         (["--pixel-spacing", "abc"], "spacing"),

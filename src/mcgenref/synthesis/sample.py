@@ -63,7 +63,7 @@ def sample_seed(base_seed: int, index: int) -> int:
     if base_seed < 0 or index < 0:
         raise ConfigError("seeds and sample indices must be non-negative")
     state = np.random.SeedSequence([int(base_seed), int(index)]).generate_state(2, np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1  # 62-bit, JSON-safe
+    return (int(state[0]) >> 1) << 31 | int(state[1]) >> 1  # 62-bit, JSON-safe
 
 
 def _children(seed: int) -> tuple[np.random.SeedSequence, ...]:

@@ -1,0 +1,145 @@
+"""segment_breast on a synthetic phantom and on the real mammograms."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from mcgenref.errors import InputError, McGenRefWarning
+from mcgenref.io import BreastRegion, ImageMeta, read_image, segment_breast
+
+
+def meta_for(img: np.ndarray, spacing: float, **kw) -> ImageMeta:  # type: ignore[no-untyped-def]
+    return ImageMeta(
+        source_path="phantom",
+        format="png",
+        rows=img.shape[0],
+        columns=img.shape[1],
+        pixel_spacing_mm=(spacing, spacing),
+        spacing_source="user",
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("spacing", [0.2, 0.1])
+def test_phantom(spacing: float, make_phantom) -> None:  # type: ignore[no-untyped-def]
+    img, ellipse, label, border = make_phantom(spacing)
+    reg = segment_breast(img, meta_for(img, spacing))
+    assert isinstance(reg, BreastRegion)
+    assert reg.breast.shape == img.shape and reg.breast.dtype == bool
+    assert reg.chest_wall_left
+    assert not reg.pectoral.any()  # not an MLO view
+    assert (reg.breast & ellipse).sum() >= 0.9 * ellipse.sum()
+    assert not (reg.breast & ~ellipse).any()  # inside the skin margin
+    assert not (reg.breast & label).any() and not (reg.breast & border).any()
+    # the skin margin: nothing within 0.5 mm of the ellipse edge (away from the chest wall)
+    dist = ndi.distance_transform_edt(ellipse, sampling=spacing)
+    assert not (reg.breast & (dist < 0.5) & (np.arange(img.shape[1]) > 5 / spacing)).any()
+
+
+def test_phantom_spacing_consistent(make_phantom) -> None:  # type: ignore[no-untyped-def]
+    a_img, _, _, _ = make_phantom(0.2, seed=1)
+    b_img, _, _, _ = make_phantom(0.1, seed=1)
+    a = segment_breast(a_img, meta_for(a_img, 0.2)).breast
+    b = segment_breast(b_img, meta_for(b_img, 0.1)).breast
+    b_down = b[::2, ::2]
+    assert a.shape == b_down.shape
+    iou = (a & b_down).sum() / (a | b_down).sum()
+    assert iou > 0.97
+
+
+def test_phantom_mirrored_and_laterality(make_phantom) -> None:  # type: ignore[no-untyped-def]
+    img, ellipse, label, _ = make_phantom(0.2)
+    flipped = img[:, ::-1].copy()
+    reg = segment_breast(flipped, meta_for(flipped, 0.2, laterality="L"))
+    assert not reg.chest_wall_left  # the pixels decide, not the tag
+    assert (reg.breast & ellipse[:, ::-1]).sum() >= 0.9 * ellipse.sum()
+    assert not (reg.breast & label[:, ::-1]).any()
+
+
+def test_blank_refused() -> None:
+    img = np.zeros((100, 100), np.float32)
+    with pytest.raises(InputError):
+        segment_breast(img, meta_for(img, 0.2))
+
+
+def test_pectoral_phantom(make_phantom) -> None:  # type: ignore[no-untyped-def]
+    """An MLO-like phantom: a bright triangle at the top chest-wall corner."""
+    img, ellipse, _, _ = make_phantom(0.2, label=False, border=False, size_mm=(200, 160))
+    h, w = img.shape
+    yy, xx = np.mgrid[0:h, 0:w] * 0.2
+    tri = (xx < 60 - 60 * yy / 90) & ellipse
+    img = img.copy()
+    img[tri] += 60
+    reg = segment_breast(img, meta_for(img, 0.2, view="MLO"))
+    assert reg.pectoral.any()
+    overlap = (reg.pectoral & tri).sum() / tri.sum()
+    assert overlap > 0.7 and (reg.pectoral & ~tri).sum() < 0.3 * tri.sum()
+    assert not (reg.breast & reg.pectoral).any()
+    never = segment_breast(img, meta_for(img, 0.2, view="MLO"), pectoral="never")
+    assert not never.pectoral.any()
+
+
+# ---------------------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+def test_mini_mias_all(real_data: Path) -> None:
+    files = sorted((real_data / "mini-mias" / "images").glob("mdb*.png"))
+    if not files:
+        pytest.skip("mini-MIAS images absent")
+    for f in files:
+        img, meta = read_image(f, 0.2)
+        reg = segment_breast(img, meta)
+        b = reg.breast
+        assert 0.08 < b.mean() < 0.95, f.name
+        far_side = b[:, -1] if reg.chest_wall_left else b[:, 0]
+        assert not far_side.any(), f"{f.name}: mask touches the nipple-side border"
+        assert ndi.label(b)[1] == 1, f.name
+        # air and the painted-over labels (values <= 3) stay outside
+        assert (img[b] <= 3).mean() < 0.02, f.name
+
+
+@pytest.mark.realdata
+def test_gmic_pectoral(real_data: Path) -> None:
+    files = sorted((real_data / "gmic-sample").glob("*.png"))
+    if not files:
+        pytest.skip("gmic-sample absent")
+    for f in files:
+        img, meta = read_image(f, 0.1)
+        reg = segment_breast(img, meta)
+        assert 0.3 < reg.breast.mean() < 0.95, f.name
+        if "MLO" in f.name:
+            assert meta.view == "MLO"
+            assert 0.03 < reg.pectoral.mean() < 0.5, f"{f.name}: pectoral not found"
+        else:
+            assert not reg.pectoral.any()
+
+
+@pytest.mark.realdata
+def test_cbis_dicom_fast_and_clean(real_data: Path) -> None:
+    files = sorted((real_data / "cbis-ddsm").glob("*.dcm"))
+    if not files:
+        pytest.skip("cbis-ddsm absent")
+    for f in files:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", McGenRefWarning)
+            img, meta = read_image(f)
+        reg = segment_breast(img, meta)
+        assert time.perf_counter() - t0 < 2.0
+        assert reg.chest_wall_left and 0.1 < reg.breast.mean() < 0.6
+        bright = img > 0.8 * img.max()
+        lab, n = ndi.label(bright)
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        in_right = np.bincount(lab[:, img.shape[1] // 2 :].ravel(), minlength=n + 1) > 0
+        in_mask = np.bincount(lab[reg.breast], minlength=n + 1) > 0
+        # small saturated blobs reaching the air half (the "LCC" letters) are excluded
+        small = (sizes < 0.01 * img.size) & in_right
+        small[0] = False
+        assert not (small & in_mask).any(), f.name
