@@ -112,3 +112,34 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["rgb", "empty"])
+def test_unusable_negative_images(tmp_path: Path, kind: str) -> None:
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / f"{kind}.png"
+    if kind == "rgb":
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 50).save(path)
+    else:
+        Image.fromarray(np.zeros((64, 64), np.uint16)).save(path)
+    out = tmp_path / "out"
+    res = _run("synth", "--negatives", str(path), "--out", str(out), "--count", "1")
+    assert res.exit_code == 2 and res.output.startswith("error:") and path.name in res.output
+    assert not out.exists()
+
+
+def test_negatives_without_usable_breast(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "tiny_breast.png"
+    img = np.full((300, 300), 5, np.uint8)
+    img[140:160, 0:20] = 120  # a 20x20-pixel "breast": smaller than any patch
+    Image.fromarray(img).save(path)
+    out = tmp_path / "out"
+    res = _run("synth", "--negatives", str(path), "--out", str(out), "--count", "1",
+               "--patch-size", "128", "--pixel-spacing", "0.2")
+    assert res.exit_code == 2 and res.output.splitlines()[-1].startswith("error:")
+    assert not out.exists()

@@ -122,6 +122,38 @@ def synth(
     )
 
 
+@app.command()
+@user_errors
+def segment(
+    inputs: Annotated[list[str], typer.Argument(help="Mammograms (DICOM, PNG, TIFF, PGM) or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created if needed).")],
+    model: Annotated[Path | None, typer.Option("--model", help="Model folder (model.json + model.safetensors); default: the shipped model.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    pixel_spacing: Annotated[
+        str | None,
+        typer.Option("--pixel-spacing", help="Pixel spacing in mm (one value or ROW,COL); overrides the files' own. Default where a file has none: 0.1 with a warning."),
+    ] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Probability threshold (default: the model's operating point).")] = None,
+    method: Annotated[str, typer.Option("--method", help="model (the segmentor) or classical (label-free DoG baseline).")] = "model",
+    config: Annotated[Path | None, typer.Option("--config", help="JSON SegmentConfig (window size, overlap, cluster rule...).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images already finished in OUT.")] = False,
+) -> None:
+    """Segment microcalcifications in full-field mammograms.
+
+    For each input <stem> writes <stem>_prob.png, _mask.png, _calcifications.csv,
+    _clusters.json, _overlay.png, _breast.png and _meta.json into OUT.
+    """
+    from mcgenref.workflows import run_segment
+
+    summary = run_segment(
+        inputs=inputs, out=out, model=model, device=device, pixel_spacing=pixel_spacing,
+        threshold=threshold, method=method, config_path=config, overwrite=overwrite,
+    )
+    typer.echo(
+        f"{len(summary['done'])} segmented, {len(summary['skipped'])} already done -> {summary['out']}"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

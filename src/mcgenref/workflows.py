@@ -85,3 +85,94 @@ def run_synth(
             out, count, seed, run_config, sampler, overwrite,
             progress=lambda done: progress.update(task, completed=done),
         )
+
+
+def run_segment(
+    inputs: Sequence[str],
+    out: Path,
+    model: Path | None = None,
+    device: str = "auto",
+    pixel_spacing: str | None = None,
+    threshold: float | None = None,
+    method: str = "model",
+    config_path: Path | None = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> dict:
+    """``mcgenref segment``: segment every input image into ``out`` (see mcgenref.inference).
+
+    Images already finished with the same model and settings are skipped unless
+    ``overwrite``; finished with other settings, they are refused unless ``overwrite``. A
+    failing image is reported and the others go on; the summary says which failed.
+    """
+    import warnings
+
+    from mcgenref.config import load_config
+    from mcgenref.errors import McGenRefError, McGenRefWarning, OutputError
+    from mcgenref.inference.segment import SegmentConfig, Segmenter, is_done, write_outputs
+    from mcgenref.io import list_images, parse_pixel_spacing
+    from mcgenref.io.atomic import check_writable_dir
+
+    config = load_config(SegmentConfig, config_path) if config_path else SegmentConfig()
+    changes: dict = {}
+    if method not in ("model", "classical"):
+        raise ConfigError("--method must be 'model' or 'classical'")
+    changes["method"] = method
+    if threshold is not None:
+        changes["threshold"] = threshold
+    try:
+        config = dataclasses.replace(config, **changes)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    spacing = parse_pixel_spacing(pixel_spacing) if pixel_spacing else None
+    paths = list_images([Path(p) for p in inputs])
+    stems: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in stems:
+            raise ConfigError(f"two inputs share the name {p.stem!r}: {stems[p.stem]} and {p}")
+        stems[p.stem] = p
+    out = Path(out)
+    check_writable_dir(out)
+    segmenter = Segmenter(config, model, device)
+    settings = segmenter.settings()
+    todo = []
+    skipped = []
+    for stem, p in stems.items():
+        state = is_done(out, stem, settings)
+        if state is True and not overwrite:
+            skipped.append(stem)
+        elif state is False and not overwrite:
+            raise OutputError(
+                f"{out / (stem + '_meta.json')} was made with other settings (use --overwrite)"
+            )
+        else:
+            todo.append((stem, p))
+    failed: list[dict] = []
+    done: list[str] = []
+
+    def one(stem: str, p: Path) -> None:
+        try:
+            result = segmenter.segment(p, spacing, stem=stem)
+            write_outputs(result, out)
+            done.append(stem)
+        except OutputError:
+            raise  # the output folder is unusable: stop the batch
+        except McGenRefError as exc:
+            if len(stems) == 1:
+                raise
+            warnings.warn(f"{p}: skipped: {exc}", McGenRefWarning, stacklevel=2)
+            failed.append({"input": str(p), "error": str(exc)})
+
+    if show_progress and todo:
+        with _progress() as progress:
+            task = progress.add_task("segmenting", total=len(todo))
+            for stem, p in todo:
+                one(stem, p)
+                progress.advance(task)
+    else:
+        for stem, p in todo:
+            one(stem, p)
+    summary = {"done": done, "skipped": skipped, "failed": failed, "out": str(out)}
+    if failed:
+        raise McGenRefError(f"{len(failed)} of {len(stems)} images failed (see warnings above)")
+    return summary

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from mcgenref.errors import InputError, McGenRefWarning
+from mcgenref.io.resample import resample
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,6 @@ class PreparedNegative:
     valid_origins: np.ndarray  # int64 (N, 2): top-left corners of usable patches
 
 
-def _resample(image: np.ndarray, zoom: tuple[float, float], order: int) -> np.ndarray:
-    if zoom == (1.0, 1.0):
-        return image
-    if order > 0 and min(zoom) < 1.0:
-        # anti-alias before downsampling: Gaussian with sigma ~ 0.5 output pixel
-        sigma = [max(0.0, 0.5 * (1.0 / z - 1.0)) if z < 1.0 else 0.0 for z in zoom]
-        image = ndimage.gaussian_filter(image, sigma=sigma, mode="nearest")
-    return ndimage.zoom(image, zoom, order=order, mode="nearest", grid_mode=True)
-
-
 def prepare_negative(
     path: str | Path,
     patch_size_px: int,
@@ -107,8 +97,8 @@ def prepare_negative(
     zoom = (1.0, 1.0)
     if config.target_spacing_mm is not None:
         zoom = (spacing[0] / config.target_spacing_mm, spacing[1] / config.target_spacing_mm)
-        work = _resample(work, zoom, order=1).astype(np.float32)
-        breast = _resample(breast.astype(np.float32), zoom, order=0) > 0.5
+        work = resample(work, zoom, order=1).astype(np.float32)
+        breast = resample(breast.astype(np.float32), zoom, order=0) > 0.5
         spacing = (config.target_spacing_mm, config.target_spacing_mm)
     rows, cols = np.nonzero(breast)
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1

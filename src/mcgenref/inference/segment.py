@@ -1,0 +1,315 @@
+"""Full-field MC segmentation of real mammograms, and the files it writes.
+
+For one image (:meth:`Segmenter.segment`):
+
+1. read it (:func:`mcgenref.io.read_image`; spacing from the file, the user, or the default);
+2. find the breast (:func:`mcgenref.io.segment_breast`; the pectoral muscle excluded) and
+   normalise intensity inside it exactly as the training negatives were;
+3. ``model``: resample to the model's pixel spacing (from its ``model.json``), run
+   Gaussian-blended sliding windows over the breast only (:mod:`.sliding`), and bring the
+   probability map back to the input's grid; ``classical``: the DoG detector
+   (:mod:`.classical`) at the input's own spacing;
+4. threshold, measure MCs, group clusters (:mod:`.postprocess`).
+
+:func:`write_outputs` writes ``<stem>_prob.png`` (uint16, p x 65535), ``<stem>_mask.png``
+(0/255), ``<stem>_calcifications.csv``, ``<stem>_clusters.json``, ``<stem>_overlay.png``,
+``<stem>_breast.png`` and, last, ``<stem>_meta.json`` (its presence marks the image as done).
+Every file is written atomically; no patient identifier is copied into any of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+import mcgenref
+from mcgenref.config import to_dict
+from mcgenref.errors import ConfigError, InputError
+from mcgenref.evaluation.clusters import ClusterRule
+from mcgenref.inference.classical import ClassicalConfig, classical_score
+from mcgenref.inference.postprocess import (
+    CSV_COLUMNS,
+    Detections,
+    find_calcifications,
+    render_overlay,
+)
+from mcgenref.inference.sliding import sliding_window_logits
+from mcgenref.io import fit_normalization, read_image, segment_breast
+from mcgenref.io.atomic import write_bytes_atomic, write_json_atomic, write_png_atomic
+from mcgenref.io.resample import resample, resample_to_shape, zoom_factors
+
+#: The breast region the MC search uses excludes a margin at the skin line (see
+#: mcgenref.io.breast); the probability is 0 outside it.
+OUTPUT_SUFFIXES = (
+    "_prob.png", "_mask.png", "_calcifications.csv", "_clusters.json", "_overlay.png",
+    "_breast.png", "_meta.json",
+)
+
+
+def default_model_path() -> Path:
+    """The segmentor shipped inside the package (``mcgenref/weights/segmentor``)."""
+    return Path(str(resources.files("mcgenref") / "weights" / "segmentor"))
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Settings of ``mcgenref segment``.
+
+    Attributes:
+        method: ``model`` (the trained segmentor) or ``classical`` (the label-free DoG baseline).
+        threshold: probability threshold for the MC mask; ``None`` takes the operating point
+            recorded with the model (``model.json`` ``operating_point``), or
+            ``classical_threshold`` for the classical method.
+        classical_threshold: default threshold of the classical score (0.5 = ``cnr_half``).
+        window_px: sliding-window side on the model's grid; 256 is the training patch size.
+        overlap: fraction of overlap between windows; 0.25 with Gaussian blending removes
+            seams at a third of the cost of 0.5.
+        batch_size: windows per forward pass.
+        exclude_pectoral: do not search the pectoral muscle (MLO views).
+        cluster_rule: how MCs are grouped (see mcgenref.evaluation.clusters).
+        classical: the classical detector's scales.
+    """
+
+    method: Literal["model", "classical"] = "model"
+    threshold: float | None = None
+    classical_threshold: float = 0.5
+    window_px: int = 256
+    overlap: float = 0.25
+    batch_size: int = 8
+    exclude_pectoral: bool = True
+    cluster_rule: ClusterRule = field(default_factory=ClusterRule)
+    classical: ClassicalConfig = field(default_factory=ClassicalConfig)
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise ValueError("threshold must be strictly between 0 and 1")
+        if not 0.0 <= self.overlap < 0.95:
+            raise ValueError("overlap must be in [0, 0.95)")
+        if self.window_px < 32 or self.batch_size < 1:
+            raise ValueError("window_px must be >= 32 and batch_size >= 1")
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Everything about one segmented image, on the input's own pixel grid."""
+
+    stem: str
+    image: np.ndarray  # float32, as read (dense bright)
+    region: np.ndarray  # bool, the searched breast region
+    prob: np.ndarray  # float32 in [0, 1]
+    detections: Detections
+    meta: dict[str, Any]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Segmenter:
+    """Loads the model once and segments any number of images.
+
+    Args:
+        config: see :class:`SegmentConfig`.
+        model_path: a model folder (``model.json`` + ``model.safetensors``); ``None`` = the
+            shipped default. Ignored for ``method="classical"``.
+        device: ``auto``, ``cpu`` or ``cuda``; autocast (bf16, else fp16) is used on CUDA.
+    """
+
+    def __init__(
+        self,
+        config: SegmentConfig | None = None,
+        model_path: str | Path | None = None,
+        device: str = "auto",
+    ) -> None:
+        from mcgenref.training.segmentor import resolve_device
+
+        self.config = config or SegmentConfig()
+        self.device = resolve_device(device)
+        self.model = None
+        self.model_meta: dict[str, Any] = {}
+        self.model_info: dict[str, Any] = {"name": "classical-dog", "sha256": None}
+        if self.config.method == "model":
+            from mcgenref.models.checkpoint import load_model
+
+            path = Path(model_path) if model_path is not None else default_model_path()
+            self.model, self.model_meta = load_model(path, self.device)
+            weights = self.model_meta["weights"]
+            self.model_info = {
+                "name": self.model_meta.get("name", Path(self.model_meta["path"]).name),
+                "path": str(path),
+                "sha256": weights["sha256"],
+            }
+            extra = self.model_meta.get("extra", {})
+            spacing = extra.get("pixel_spacing_mm")
+            self.model_spacing = (float(spacing[0]), float(spacing[1])) if spacing else None
+            multiple = int(extra.get("size_multiple", 16))
+            if self.config.window_px % multiple:
+                raise ConfigError(f"window_px must be a multiple of {multiple} for this model")
+        self.threshold = self._threshold()
+        self.autocast = None
+        if self.device.type == "cuda":
+            self.autocast = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _threshold(self) -> float:
+        if self.config.threshold is not None:
+            return float(self.config.threshold)
+        if self.config.method == "classical":
+            return float(self.config.classical_threshold)
+        return float(self.model_meta.get("operating_point", {}).get("threshold", 0.5))
+
+    def settings(self) -> dict[str, Any]:
+        """What determines the outputs (besides the input file): compared on reruns."""
+        return {
+            "software_version": mcgenref.__version__,
+            "method": self.config.method,
+            "model_sha256": self.model_info["sha256"],
+            "threshold": self.threshold,
+            "config": to_dict(self.config),
+        }
+
+    def _model_prob(self, image: np.ndarray, region: np.ndarray,
+                    spacing: tuple[float, float]) -> tuple[np.ndarray, dict[str, Any]]:
+        target = self.model_spacing or spacing
+        zoom = zoom_factors(spacing, target)
+        work = resample(image, zoom, order=1).astype(np.float32)
+        work_region = resample(region.astype(np.float32), zoom, order=0) > 0.5
+        assert self.model is not None
+        result = sliding_window_logits(
+            work, work_region, self.model, self.config.window_px, self.config.overlap,
+            self.config.batch_size, self.device, self.autocast,
+        )
+        prob = 1.0 / (1.0 + np.exp(-np.clip(result.logits, -60.0, 60.0)))
+        prob = np.where(work_region, prob, 0.0).astype(np.float32)
+        prob = np.clip(resample_to_shape(prob, image.shape, order=1), 0.0, 1.0)
+        info = {
+            "model_pixel_spacing_mm": list(target),
+            "model_grid_shape": list(work.shape),
+            "windows": result.n_windows,
+            "windows_total": result.n_windows_total,
+            "network_s": round(result.network_s, 4),
+        }
+        return prob, info
+
+    def segment(self, path: str | Path, pixel_spacing_mm: float | tuple[float, float] | None = None,
+                stem: str | None = None) -> SegmentationResult:
+        """Segment one image file (see the module docstring)."""
+        path = Path(path)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        raw, meta = read_image(path, pixel_spacing_mm=pixel_spacing_mm)
+        timings["read_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        breast = segment_breast(raw, meta)
+        region = breast.breast & ~breast.pectoral if self.config.exclude_pectoral else breast.breast
+        if not region.any():
+            raise InputError(f"{path}: no breast region found")
+        norm = fit_normalization(raw, region)
+        image = norm.apply(raw).astype(np.float32)
+        spacing = (float(meta.pixel_spacing_mm[0]), float(meta.pixel_spacing_mm[1]))
+        timings["preprocess_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        extra: dict[str, Any] = {}
+        if self.config.method == "model":
+            prob, extra = self._model_prob(image, region, spacing)
+        else:
+            prob = np.where(region, classical_score(image, spacing, self.config.classical), 0.0)
+            prob = prob.astype(np.float32)
+        timings["detect_s"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        detections = find_calcifications(prob, region, spacing, self.threshold, self.config.cluster_rule)
+        timings["postprocess_s"] = time.perf_counter() - t3
+        record = {
+            "software": f"mcgenref {mcgenref.__version__}",
+            "input": path.name,
+            "method": self.config.method,
+            "model": self.model_info,
+            "settings": self.settings(),
+            "pixel_spacing_mm": list(spacing),
+            "pixel_spacing_source": meta.spacing_source,
+            "image_size": [int(raw.shape[0]), int(raw.shape[1])],
+            "threshold": self.threshold,
+            "normalization": norm.to_dict(),
+            "image": {
+                "format": meta.format,
+                "photometric_interpretation": meta.photometric_interpretation,
+                "bits_stored": meta.bits_stored,
+                "inverted": meta.inverted,
+                "presentation_intent": meta.presentation_intent,
+                "laterality": meta.laterality,
+                "view": meta.view,
+                "warnings": list(meta.warnings),
+            },
+            "breast_area_mm2": round(float(region.sum()) * spacing[0] * spacing[1], 1),
+            "n_calcifications": len(detections.mcs),
+            "n_clusters": len(detections.clusters),
+            "detector": extra,
+            "timings": {k: round(v, 4) for k, v in timings.items()},
+        }
+        return SegmentationResult(
+            stem=stem or path.stem, image=image, region=region, prob=prob,
+            detections=detections, meta=record,
+        )
+
+
+def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def write_outputs(result: SegmentationResult, out_dir: Path) -> dict[str, float]:
+    """Write one image's files atomically, ``<stem>_meta.json`` last; returns timings."""
+    t0 = time.perf_counter()
+    stem = result.stem
+    spacing = tuple(result.meta["pixel_spacing_mm"])
+    prob16 = np.round(np.clip(result.prob, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    write_png_atomic(out_dir / f"{stem}_prob.png", prob16)
+    write_png_atomic(out_dir / f"{stem}_mask.png", result.detections.mask.astype(np.uint8) * 255)
+    write_bytes_atomic(out_dir / f"{stem}_calcifications.csv", _csv_bytes(result.detections.mcs))
+    write_json_atomic(out_dir / f"{stem}_clusters.json", {
+        "rule": {
+            **result.meta["settings"]["config"]["cluster_rule"],
+            "description": "at least min_count MCs within radius_mm of the cluster's strongest "
+            "free MC (greedy, strongest first); score = the min_count-th strongest member's "
+            "peak probability",
+        },
+        "pixel_spacing_mm": list(spacing),
+        "clusters": result.detections.clusters,
+    })
+    overlay = render_overlay(result.image, result.region, result.detections, spacing)  # type: ignore[arg-type]
+    write_png_atomic(out_dir / f"{stem}_overlay.png", overlay)
+    write_png_atomic(out_dir / f"{stem}_breast.png", result.region.astype(np.uint8) * 255)
+    meta = dict(result.meta)
+    meta["timings"] = dict(meta["timings"], write_s=round(time.perf_counter() - t0, 4))
+    write_json_atomic(out_dir / f"{stem}_meta.json", meta)
+    return {"write_s": time.perf_counter() - t0}
+
+
+def is_done(out_dir: Path, stem: str, settings: dict[str, Any]) -> bool | None:
+    """True: finished with these settings; False: finished with others; None: not finished."""
+    meta_path = out_dir / f"{stem}_meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        previous = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if previous.get("settings") != json.loads(json.dumps(settings)):
+        return False
+    return all((out_dir / f"{stem}{s}").is_file() for s in OUTPUT_SUFFIXES)
