@@ -195,6 +195,7 @@ class Segmenter:
         prob = 1.0 / (1.0 + np.exp(-np.clip(result.logits, -60.0, 60.0)))
         prob = np.where(work_region, prob, 0.0).astype(np.float32)
         prob = np.clip(resample_to_shape(prob, image.shape, order=1), 0.0, 1.0)
+        prob = np.where(region, prob, 0.0).astype(np.float32)  # no bleeding across the edge
         info = {
             "model_pixel_spacing_mm": list(target),
             "model_grid_shape": list(work.shape),

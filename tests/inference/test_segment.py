@@ -1,0 +1,153 @@
+"""End-to-end segmentation on small generated images (classical and a tiny random model)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mcgenref.cli import app
+from mcgenref.inference.segment import SegmentConfig, Segmenter
+from mcgenref.models.checkpoint import save_model
+from mcgenref.models.segmentor import SegmentorConfig, build_segmentor
+
+from ..conftest import phantom_mammogram
+
+runner = CliRunner()
+
+
+def _with_specks(seed: int = 0) -> np.ndarray:
+    img = phantom_mammogram((400, 300), seed=seed).astype(np.float32)
+    rr, cc = np.mgrid[0:400, 0:300]
+    for r, c in [(190, 60), (200, 66), (195, 72), (210, 58)]:  # one cluster of 4 specks
+        img += 90 * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * 0.8**2))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def specks_png(tmp_path: Path) -> Path:
+    path = tmp_path / "in" / "case one.png"
+    path.parent.mkdir()
+    Image.fromarray(_with_specks()).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    cfg = SegmentorConfig(channels=(4, 8, 16))
+    folder = tmp_path_factory.mktemp("m") / "tiny"
+    save_model(folder, build_segmentor(cfg), cfg, {"pixel_spacing_mm": [0.2, 0.2], "size_multiple": 4})
+    return folder
+
+
+def test_classical_finds_the_planted_cluster(specks_png: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["segment", str(specks_png), "--out", str(out), "--method", "classical",
+                              "--pixel-spacing", "0.1"])
+    assert res.exit_code == 0, res.output
+    stem = "case one"
+    for suffix in ("_prob.png", "_mask.png", "_calcifications.csv", "_clusters.json",
+                   "_overlay.png", "_breast.png", "_meta.json"):
+        assert (out / f"{stem}{suffix}").is_file(), suffix
+    prob = np.asarray(Image.open(out / f"{stem}_prob.png"))
+    mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+    assert prob.dtype == np.uint16 and prob.shape == (400, 300)
+    assert set(np.unique(mask)) <= {0, 255}
+    rows = list(csv.DictReader(open(out / f"{stem}_calcifications.csv")))
+    near = [r for r in rows if abs(float(r["y"]) - 200) < 15 and abs(float(r["x"]) - 65) < 15]
+    assert len(near) >= 3
+    clusters = json.loads((out / f"{stem}_clusters.json").read_text())["clusters"]
+    hit = [c for c in clusters if abs(c["y"] - 200) < 15 and abs(c["x"] - 65) < 15]
+    assert hit and hit[0]["count"] >= 3
+    meta = json.loads((out / f"{stem}_meta.json").read_text())
+    assert meta["pixel_spacing_mm"] == [0.1, 0.1] and meta["image_size"] == [400, 300]
+    # nothing outside the breast
+    breast = np.asarray(Image.open(out / f"{stem}_breast.png")) > 0
+    assert prob[~breast].max() == 0
+
+
+def test_rerun_skips_and_other_settings_need_overwrite(specks_png: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["segment", str(specks_png.parent), "--out", str(out), "--method", "classical"]
+    assert runner.invoke(app, args).exit_code == 0
+    before = (out / "case one_meta.json").stat().st_mtime_ns
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "1 already done" in res.output
+    assert (out / "case one_meta.json").stat().st_mtime_ns == before
+    res = runner.invoke(app, [*args, "--threshold", "0.7"])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert runner.invoke(app, [*args, "--threshold", "0.7", "--overwrite"]).exit_code == 0
+    assert json.loads((out / "case one_meta.json").read_text())["threshold"] == 0.7
+
+
+def test_model_path_resamples_to_model_spacing(specks_png: Path, tiny_model: Path) -> None:
+    seg = Segmenter(SegmentConfig(window_px=64), model_path=tiny_model, device="cpu")
+    result = seg.segment(specks_png, pixel_spacing_mm=0.1)
+    assert result.prob.shape == (400, 300)
+    det = result.meta["detector"]
+    assert det["model_pixel_spacing_mm"] == [0.2, 0.2]
+    assert det["model_grid_shape"] == [200, 150]
+    assert 0 < det["windows"] <= det["windows_total"]
+    assert result.prob[~result.region].max() == 0.0
+    assert result.meta["model"]["sha256"] == json.loads((tiny_model / "model.json").read_text())["weights"]["sha256"]
+
+
+def test_no_patient_identifiers_in_outputs(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MG"
+    ds.PatientName = "SECRET^PERSON"
+    ds.PatientID = "ID-987654"
+    pixels = (_with_specks().astype(np.uint16) * 16)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.ImagerPixelSpacing = [0.1, 0.1]
+    ds.PixelData = pixels.tobytes()
+    path = tmp_path / "img.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["segment", str(path), "--out", str(out), "--method", "classical"])
+    assert res.exit_code == 0, res.output
+    for f in out.iterdir():
+        data = f.read_bytes()
+        assert b"SECRET" not in data and b"987654" not in data, f.name
+
+
+def test_bad_inputs(tmp_path: Path, tiny_model: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(app, ["segment", str(empty), "--out", str(tmp_path / "o"), "--method", "classical"])
+    assert res.exit_code == 2 and res.output.startswith("error:")
+    bad_model = tmp_path / "bad_model"
+    bad_model.mkdir()
+    (bad_model / "model.pt").write_bytes(b"\x80\x04pickle")
+    img = tmp_path / "x.png"
+    Image.fromarray(_with_specks()).save(img)
+    res = runner.invoke(app, ["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(bad_model)])
+    assert res.exit_code == 2 and res.output.startswith("error:")
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    for f in tiny_model.iterdir():
+        (truncated / f.name).write_bytes(f.read_bytes())
+    w = truncated / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])
+    res = runner.invoke(app, ["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(truncated)])
+    assert res.exit_code == 2 and res.output.startswith("error:")
+    assert not (tmp_path / "o" / "x_meta.json").exists()
