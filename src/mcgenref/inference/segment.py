@@ -215,7 +215,8 @@ class Segmenter:
         timings["read_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         breast = segment_breast(raw, meta)
-        region = breast.breast & ~breast.pectoral if self.config.exclude_pectoral else breast.breast
+        # segment_breast leaves the pectoral muscle out of ``breast``; put it back if asked to
+        region = breast.breast if self.config.exclude_pectoral else breast.breast | breast.pectoral
         if not region.any():
             raise InputError(f"{path}: no breast region found")
         norm = fit_normalization(raw, region)

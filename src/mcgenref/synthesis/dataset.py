@@ -243,9 +243,7 @@ def write_dataset(
             record["image"] = f"images/{name}"
             record["mask"] = f"masks/{name}"
             lines.append(json.dumps(record, sort_keys=False))
-            if len(preview) < run_config.preview_count and (
-                sample.record["n_visible"] > 0 or index >= run_config.preview_count * 3
-            ):
+            if len(preview) < run_config.preview_count and sample.record["n_visible"] > 0:
                 preview.append(sample)
             if progress is not None:
                 progress(index + 1)

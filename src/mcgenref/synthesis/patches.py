@@ -7,9 +7,10 @@ normalised inside the breast (:class:`mcgenref.io.Normalization`: 1st/99th perce
 box. Patches are then cut where at least ``min_breast_fraction`` of the patch lies inside the
 breast, so that no patch shows air, labels or the film border.
 
-Memory: the prepared images are kept in memory as float32 (cropped to the breast). The 152
-mini-MIAS normals take about 0.3 GB at 0.2 mm; for large FFDM collections pass fewer images
-or a coarser ``target_spacing_mm``.
+Memory: each prepared image is kept as float32 (cropped to the breast) plus its list of valid
+patch corners (int32 pairs, about as large as the image): about 4 MB per mini-MIAS image at
+0.2 mm, 0.6 GB for the 152 normals. For large FFDM collections pass fewer images or a coarser
+``target_spacing_mm``.
 
 Preparation is deterministic, so a patch is identified by ``(source path, row, col)`` on the
 prepared grid, which is what a sample record stores (see :mod:`mcgenref.synthesis.sample`).
@@ -74,7 +75,7 @@ class PreparedNegative:
     crop_origin: tuple[int, int]  # (row, col) of the crop on the resampled grid
     scale: tuple[float, float]  # working pixels per original pixel (row, col)
     normalization: dict[str, float]
-    valid_origins: np.ndarray  # int64 (N, 2): top-left corners of usable patches
+    valid_origins: np.ndarray  # int32 (N, 2): top-left corners of usable patches
 
 
 def prepare_negative(
@@ -88,7 +89,8 @@ def prepare_negative(
 
     image, meta = read_image(path, pixel_spacing_mm=pixel_spacing_mm)
     region = segment_breast(image, meta)
-    breast = region.breast & ~region.pectoral if config.exclude_pectoral else region.breast
+    # segment_breast leaves the pectoral muscle out of ``breast``; put it back if asked to
+    breast = region.breast if config.exclude_pectoral else region.breast | region.pectoral
     if not breast.any():
         raise InputError(f"{path}: no breast region found")
     norm = fit_normalization(image, breast, config.low_percentile, config.high_percentile)
@@ -105,7 +107,7 @@ def prepare_negative(
     work, breast = work[r0:r1, c0:c1], breast[r0:r1, c0:c1]
     origins = _valid_origins(breast, patch_size_px, config.min_breast_fraction)
     return PreparedNegative(
-        source_path=str(path),
+        source_path=str(Path(path).resolve()),
         image=np.ascontiguousarray(work),
         breast=np.ascontiguousarray(breast),
         spacing_mm=spacing,
@@ -120,7 +122,7 @@ def _valid_origins(breast: np.ndarray, size: int, min_fraction: float) -> np.nda
     """Top-left corners of all size x size windows with enough breast inside."""
     h, w = breast.shape
     if h < size or w < size:
-        return np.zeros((0, 2), dtype=np.int64)
+        return np.zeros((0, 2), dtype=np.int32)
     integral = np.zeros((h + 1, w + 1), dtype=np.int64)
     integral[1:, 1:] = np.cumsum(np.cumsum(breast, axis=0, dtype=np.int64), axis=1)
     counts = (
@@ -128,7 +130,7 @@ def _valid_origins(breast: np.ndarray, size: int, min_fraction: float) -> np.nda
         + integral[:-size, :-size]
     )
     ok = counts >= int(np.ceil(min_fraction * size * size))
-    return np.argwhere(ok).astype(np.int64)
+    return np.argwhere(ok).astype(np.int32)
 
 
 class NegativePatchSampler:
