@@ -154,6 +154,25 @@ def segment(
     )
 
 
+@app.command()
+@user_errors
+def evaluate(
+    pred: Annotated[Path, typer.Option("--pred", help="A folder written by 'mcgenref segment'.")],
+    truth: Annotated[Path, typer.Option("--truth", help="Ground truth: a mask folder, INbreast XML file/folder, or mini-MIAS Info.txt.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, per_image.csv and FROC plots.")],
+    truth_format: Annotated[str | None, typer.Option("--truth-format", help="masks, inbreast or mias (detected when not given).")] = None,
+    tolerance_mm: Annotated[float, typer.Option("--tolerance-mm", help="An MC is hit by a detection within this distance.")] = 1.0,
+    cluster_tolerance_mm: Annotated[float, typer.Option("--cluster-tolerance-mm", help="A labelled cluster circle is enlarged by this much.")] = 2.0,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% confidence intervals.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+) -> None:
+    """Score a prediction folder against ground truth (pixel, object and cluster metrics, FROC)."""
+    from mcgenref.workflows import run_evaluate
+
+    metrics = run_evaluate(pred, truth, out, truth_format, tolerance_mm, cluster_tolerance_mm, bootstrap, seed)
+    typer.echo(metrics["summary_line"])
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -176,3 +176,48 @@ def run_segment(
     if failed:
         raise McGenRefError(f"{len(failed)} of {len(stems)} images failed (see warnings above)")
     return summary
+
+
+def run_evaluate(
+    pred: Path,
+    truth: Path,
+    out: Path,
+    truth_format: str | None = None,
+    tolerance_mm: float = 1.0,
+    cluster_tolerance_mm: float = 2.0,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """``mcgenref evaluate``: metrics.json, per_image.csv and FROC plots in ``out``.
+
+    Returns the metrics with an extra ``summary_line`` (not written) for the terminal.
+    """
+    from mcgenref.evaluation.evaluate import evaluate_predictions
+    from mcgenref.io.atomic import check_writable_dir
+
+    if truth_format is not None and truth_format not in ("masks", "inbreast", "mias"):
+        raise ConfigError("--truth-format must be masks, inbreast or mias")
+    if n_bootstrap < 1:
+        raise ConfigError("--bootstrap must be at least 1")
+    check_writable_dir(Path(out))
+    metrics = evaluate_predictions(
+        pred, truth, truth_format, out, tolerance_mm=tolerance_mm,
+        cluster_tolerance_mm=cluster_tolerance_mm, n_bootstrap=n_bootstrap, seed=seed,
+    )
+    parts = []
+    if "pixel" in metrics:
+        p = metrics["pixel"]["pooled"]
+        parts.append(f"pixel Dice {p['dice']:.3f} recall {p['recall']:.3f}")
+    if "object" in metrics and "sensitivity" in metrics["object"]:
+        o = metrics["object"]
+        parts.append(f"MC sensitivity {o['sensitivity']:.3f} at {o['fp_per_image']:.2f} FP/image")
+    if "cluster" in metrics and "sensitivity" in metrics["cluster"]:
+        c = metrics["cluster"]
+        fpr = c["false_clusters_per_normal_image"]
+        parts.append(
+            f"cluster sensitivity {c['sensitivity']:.3f} ({c['found']}/{c['n_truth_clusters']}) "
+            f"at {fpr if fpr is None else round(fpr, 2)} false clusters/normal image"
+        )
+    metrics = dict(metrics)
+    metrics["summary_line"] = "; ".join(parts) + f" -> {out}"
+    return metrics

@@ -193,18 +193,27 @@ def test_froc_objects_known_counts():
     assert curve.area_cm2[0] == pytest.approx(400 * 0.01 / 100)
 
 
-def test_froc_objects_monotone():
+def test_candidates_are_the_components_at_each_threshold():
+    """At every sweep threshold the detections are exactly the components of prob >= t."""
+    from scipy import ndimage
+
     rng = np.random.default_rng(1)
-    probs, truths = [], []
-    for _ in range(3):
-        p = rng.random((40, 40)) ** 6
-        probs.append(p)
-        truths.append(rng.uniform(0, 40, size=(5, 2)))
+    prob = ndimage.gaussian_filter(rng.random((60, 60)), 1.5)
+    prob = (prob - prob.min()) / (prob.max() - prob.min())
     th = np.linspace(0.05, 0.95, 19)
-    curve = froc_objects(probs, truths, th, [(0.1, 0.1)] * 3, tolerance_mm=0.3)
-    assert np.all(np.diff(curve.sensitivity) <= 0)
-    assert np.all(np.diff(curve.fp_rate) <= 0)
-    assert curve.fp_rate[0] > 0
+    cands = image_candidates(prob, th)
+    for t in th:
+        _, n = ndimage.label(prob >= t, structure=np.ones((3, 3)))
+        assert len(cands.alive(t)) == n
+
+
+def test_blob_that_splits_counts_twice_above_its_saddle():
+    prob = np.zeros((10, 20))
+    prob[5, 3:8] = [0.9, 0.7, 0.5, 0.7, 0.8]  # two peaks joined by a 0.5 saddle
+    cands = image_candidates(prob, [0.3, 0.6])
+    assert len(cands.alive(0.3)) == 1 and len(cands.alive(0.6)) == 2
+    curve = froc_objects([prob], [[[5, 3], [5, 7]]], [0.3, 0.6], [(0.1, 0.1)], tolerance_mm=0.15)
+    assert curve.hits[0].tolist() == [1, 2]
 
 
 def test_froc_clusters_known_counts():

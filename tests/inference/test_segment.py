@@ -151,3 +151,25 @@ def test_bad_inputs(tmp_path: Path, tiny_model: Path) -> None:
     res = runner.invoke(app, ["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(truncated)])
     assert res.exit_code == 2 and res.output.startswith("error:")
     assert not (tmp_path / "o" / "x_meta.json").exists()
+
+
+def test_segment_then_evaluate_against_masks(specks_png: Path, tmp_path: Path) -> None:
+    pred = tmp_path / "pred"
+    assert runner.invoke(app, ["segment", str(specks_png), "--out", str(pred), "--method",
+                               "classical", "--pixel-spacing", "0.1"]).exit_code == 0
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    mask = np.zeros((400, 300), np.uint8)
+    for r, c in [(190, 60), (200, 66), (195, 72), (210, 58)]:
+        mask[r - 1 : r + 2, c - 1 : c + 2] = 255
+    Image.fromarray(mask).save(truth / "case one.png")
+    out = tmp_path / "eval"
+    res = runner.invoke(app, ["evaluate", "--pred", str(pred), "--truth", str(truth), "--out",
+                              str(out), "--bootstrap", "50"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["object"]["n_truth"] == 4 and metrics["object"]["tp"] >= 3
+    assert (out / "per_image.csv").is_file() and (out / "froc_objects.png").is_file()
+    bad = runner.invoke(app, ["evaluate", "--pred", str(pred), "--truth", str(truth), "--out",
+                              str(out), "--truth-format", "xml"])
+    assert bad.exit_code == 2 and bad.output.startswith("error:")

@@ -559,7 +559,7 @@ def evaluate_predictions(pred_dir: str | Path, truth_path: str | Path,
         o_hits, o_false, o_n, o_area, o_stems = [], [], [], [], []
         c_hits, c_false, c_unm, c_n, c_normal = [], [], [], [], []
         for pred, gt, tpts in cand_inputs:
-            cands: Candidates = image_candidates(pred.prob, thresholds[0], pred.breast,
+            cands: Candidates = image_candidates(pred.prob, thresholds, pred.breast,
                                                  max_candidates)
             if np.isfinite(cands.dropped_max):
                 notes.append(f"{pred.stem}: more than {max_candidates} FROC candidates; "

@@ -17,12 +17,14 @@ Cluster level (:func:`cluster_detection`): a labelled cluster circle (centre, ra
 its centre; a detected cluster with no member inside any enlarged circle is *unmatched*. On a
 normal image every detected cluster is a false cluster.
 
-FROC sweep (:func:`image_candidates`, :func:`froc_objects`, :func:`froc_clusters`): candidates
-are the 8-connected components of ``prob >= thresholds.min()`` inside the region, labelled
-**once**; a candidate's position is its peak pixel (argmax of ``prob``, first in raster order on
-ties) and its score its peak probability. At threshold ``t`` the detected MCs are the candidates
-with ``peak >= t``. (Labelling once keeps the sweep fast and the curve monotone; unlike
-re-thresholding it does not split a candidate that breaks in two at higher thresholds.) At each
+FROC sweep (:func:`image_candidates`, :func:`froc_objects`, :func:`froc_clusters`): at each
+threshold ``t`` of the sweep the detected MCs are exactly the 8-connected components of
+``prob >= t`` inside the region, as ``mcgenref segment`` would report them at that threshold;
+each is placed at its peak pixel (argmax of ``prob``, first in raster order on ties) and scored
+by its peak probability. This is computed by labelling once per sweep threshold and keeping
+each peak pixel with the lowest threshold at which it is still the peak of its own component
+(``alive_from``): a peak is a detection for ``alive_from <= t <= peak`` (components only merge
+as ``t`` falls), so blobs that break in two at higher thresholds count as two there. At each
 threshold, MCs are matched to the truth, or grouped into clusters
 (:func:`mcgenref.evaluation.clusters.group_clusters`) and matched to the cluster circles.
 Object FROC: sensitivity = Σ tp / Σ n_truth against false positives per image = Σ fp / n_images
@@ -277,10 +279,18 @@ class Candidates:
     cols: np.ndarray
     peaks: np.ndarray
     dropped_max: float = float("-inf")
+    alive_from: np.ndarray | None = None  # lowest threshold at which each is its own peak
 
     def valid(self, thresholds: ArrayLike) -> np.ndarray:
         """Which thresholds see the complete candidate set."""
         return np.asarray(thresholds, dtype=float) > self.dropped_max
+
+    def alive(self, threshold: float) -> np.ndarray:
+        """Indices of the candidates that are detections at ``threshold``."""
+        keep = self.peaks >= threshold
+        if self.alive_from is not None:
+            keep &= self.alive_from <= threshold + 1e-12
+        return np.flatnonzero(keep)
 
     def __len__(self) -> int:
         return len(self.peaks)
@@ -290,39 +300,57 @@ class Candidates:
         return np.stack([self.rows[keep], self.cols[keep]], axis=1).astype(float)
 
 
-def image_candidates(prob: np.ndarray, threshold: float, region: np.ndarray | None = None,
-                     max_candidates: int | None = None) -> Candidates:
-    """8-connected components of ``prob >= threshold`` (inside ``region``) as candidates.
-
-    Position = peak pixel (argmax of ``prob`` in the component, first in raster order on ties);
-    score = that peak value. With ``max_candidates``, only the strongest ones are kept (a guard
-    against noise-like probability maps) and ``dropped_max`` records the best dropped peak:
-    FROC counts at thresholds ``<= dropped_max`` are then NaN (not computed).
-    """
-    p = np.asarray(prob, dtype=float)
-    m = p >= threshold
-    if region is not None:
-        m &= np.asarray(region, dtype=bool)
+def _component_peaks(p: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat index and value of the peak pixel of each 8-connected component of ``m``."""
     labels, n = ndimage.label(m, structure=_STRUCTURE)
     if n == 0:
-        e = np.zeros(0)
-        return Candidates(e.astype(np.int64), e.astype(np.int64), e)
+        return np.zeros(0, np.int64), np.zeros(0)
     flat = np.flatnonzero(labels)
     lab = labels.ravel()[flat]
     vals = p.ravel()[flat]
     order = np.lexsort((-vals, lab))  # by label, then value descending; stable = raster order
     lab_sorted = lab[order]
     first = order[np.r_[True, lab_sorted[1:] != lab_sorted[:-1]]]
-    rows, cols = np.unravel_index(flat[first], p.shape)
-    peaks = vals[first]
+    return flat[first], vals[first]
+
+
+def image_candidates(prob: np.ndarray, threshold: float | ArrayLike,
+                     region: np.ndarray | None = None,
+                     max_candidates: int | None = None) -> Candidates:
+    """Candidate MCs: peaks of the 8-connected components of ``prob >= t`` (inside ``region``).
+
+    ``threshold``: one value (the components at that threshold), or the sweep's thresholds
+    (the union over them of the component peaks, each with ``alive_from``: see the module
+    docstring). Position = peak pixel (argmax of ``prob`` in the component, first in raster
+    order on ties); score = that peak value. With ``max_candidates``, only the strongest ones
+    are kept (a guard against noise-like probability maps) and ``dropped_max`` records the best
+    dropped peak: FROC counts at thresholds ``<= dropped_max`` are then NaN (not computed).
+    """
+    p = np.asarray(prob, dtype=float)
+    inside = np.ones(p.shape, bool) if region is None else np.asarray(region, dtype=bool)
+    levels = np.sort(np.atleast_1d(np.asarray(threshold, dtype=float)))
+    alive_from: dict[int, float] = {}
+    peak_value: dict[int, float] = {}
+    for t in levels[::-1]:  # high to low: the last level at which a pixel is a peak wins
+        idx, vals = _component_peaks(p, (p >= t) & inside)
+        for i, v in zip(idx.tolist(), vals.tolist()):
+            alive_from[i] = float(t)
+            peak_value[i] = v
+    if not alive_from:
+        e = np.zeros(0)
+        return Candidates(e.astype(np.int64), e.astype(np.int64), e, alive_from=e)
+    flat = np.fromiter(sorted(alive_from), dtype=np.int64)
+    peaks = np.array([peak_value[i] for i in flat.tolist()])
+    since = np.array([alive_from[i] for i in flat.tolist()])
+    rows, cols = np.unravel_index(flat, p.shape)
     dropped = float("-inf")
     if max_candidates is not None and len(peaks) > max_candidates:
         keep = np.sort(np.argsort(-peaks, kind="stable")[:max_candidates])
         dropped_mask = np.ones(len(peaks), dtype=bool)
         dropped_mask[keep] = False
         dropped = float(peaks[dropped_mask].max())
-        rows, cols, peaks = rows[keep], cols[keep], peaks[keep]
-    return Candidates(rows.astype(np.int64), cols.astype(np.int64), peaks, dropped)
+        rows, cols, peaks, since = rows[keep], cols[keep], peaks[keep], since[keep]
+    return Candidates(rows.astype(np.int64), cols.astype(np.int64), peaks, dropped, since)
 
 
 def object_counts(cands: Candidates, truth_points: ArrayLike, spacing: tuple[float, float],
@@ -341,7 +369,7 @@ def object_counts(cands: Candidates, truth_points: ArrayLike, spacing: tuple[flo
     for k, t in enumerate(th):
         if not valid[k]:
             continue
-        alive = np.flatnonzero(cands.peaks >= t)
+        alive = cands.alive(t)
         hits = int((_max_matching(graph[alive]) >= 0).sum()) if len(alive) else 0
         tp[k] = hits
         fp[k] = len(alive) - hits
@@ -367,7 +395,7 @@ def cluster_counts(cands: Candidates, circles_mm: ArrayLike, spacing: tuple[floa
     for k, t in enumerate(th):
         if not valid[k]:
             continue
-        alive = np.flatnonzero(cands.peaks >= t)
+        alive = cands.alive(t)
         cl = group_clusters(pts_mm[alive], cands.peaks[alive], rule=rule)
         cm = cluster_detection([pts_mm[alive[list(c.members)]] for c in cl], circles_mm,
                                tolerance_mm)
@@ -493,7 +521,7 @@ def froc_objects(prob_maps: Sequence[np.ndarray], truth_points: Sequence[ArrayLi
     area = np.zeros(n)
     for i in range(n):
         region = None if regions is None else regions[i]
-        cands = image_candidates(prob_maps[i], th[0], region, max_candidates)
+        cands = image_candidates(prob_maps[i], th, region, max_candidates)
         pts = np.asarray(truth_points[i], dtype=float).reshape(-1, 2)
         hits[i], false[i] = object_counts(cands, pts, spacings[i], tolerance_mm, th)
         n_truth[i] = len(pts)
@@ -525,7 +553,7 @@ def froc_clusters(prob_maps: Sequence[np.ndarray], truth_circles_mm: Sequence[Ar
     normal = np.asarray(is_normal, dtype=bool)
     for i in range(n):
         region = None if regions is None else regions[i]
-        cands = image_candidates(prob_maps[i], th[0], region, max_candidates)
+        cands = image_candidates(prob_maps[i], th, region, max_candidates)
         circles = np.asarray(truth_circles_mm[i], dtype=float).reshape(-1, 3)
         f, ncl, unm = cluster_counts(cands, circles, spacings[i], th, rule, tolerance_mm)
         hits[i] = f
