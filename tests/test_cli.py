@@ -143,3 +143,20 @@ def test_negatives_without_usable_breast(tmp_path: Path) -> None:
                "--patch-size", "128", "--pixel-spacing", "0.2")
     assert res.exit_code == 2 and res.output.splitlines()[-1].startswith("error:")
     assert not out.exists()
+
+
+def test_train_segmentor_command_tiny(tmp_path: Path) -> None:
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({
+        "model": {"channels": [4, 8, 16]},
+        "synthesis": {"patch_size_px": 32},
+        "batch_size": 2, "val_size": 2, "val_every": 2, "checkpoint_every": 2,
+        "warmup_steps": 1, "num_workers": 0, "deterministic": True,
+    }))
+    out = tmp_path / "run"
+    res = _run("train-segmentor", "--out", str(out), "--config", str(cfg), "--steps", "2",
+               "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert (out / "model" / "model.json").is_file() and (out / "log.jsonl").is_file()
+    res = _run("train-segmentor", "--out", str(out), "--config", str(cfg), "--steps", "0")
+    assert res.exit_code == 2 and res.output.startswith("error:")

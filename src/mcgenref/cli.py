@@ -122,6 +122,29 @@ def synth(
     )
 
 
+@app.command("train-segmentor")
+@user_errors
+def train_segmentor_command(
+    out: Annotated[Path, typer.Option("--out", help="Run folder (config.json, log.jsonl, checkpoint/, model/).")],
+    negatives: Annotated[
+        list[str] | None,
+        typer.Option("--negatives", help="Normal mammograms (files or folders; repeat the option). Without it: procedural backgrounds."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="JSON TrainSegmentorConfig (missing keys keep defaults).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    steps: Annotated[int | None, typer.Option("--steps", help="Training steps (overrides the config).")] = None,
+    pixel_spacing: Annotated[str | None, typer.Option("--pixel-spacing", help="Spacing in mm of negatives whose files record none (one value or ROW,COL).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last checkpoint.")] = False,
+) -> None:
+    """Train the segmentor on synthetic MCs injected on the fly (runs under torchrun too)."""
+    from mcgenref.workflows import run_train_segmentor
+
+    summary = run_train_segmentor(out, negatives, config, device, steps, pixel_spacing, resume)
+    typer.echo(
+        f"step {summary['step']}/{summary['steps']}: validation Dice {summary['val_dice']} -> {summary['run_dir']}"
+    )
+
+
 @app.command()
 @user_errors
 def segment(

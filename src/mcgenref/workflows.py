@@ -221,3 +221,27 @@ def run_evaluate(
     metrics = dict(metrics)
     metrics["summary_line"] = "; ".join(parts) + f" -> {out}"
     return metrics
+
+
+def run_train_segmentor(
+    out: Path,
+    negatives: Sequence[str] | None,
+    config_path: Path | None = None,
+    device: str = "auto",
+    steps: int | None = None,
+    pixel_spacing: str | None = None,
+    resume: bool = False,
+) -> dict:
+    """``mcgenref train-segmentor`` (see :func:`mcgenref.training.segmentor.train_segmentor`)."""
+    from mcgenref.config import load_config
+    from mcgenref.io import parse_pixel_spacing
+    from mcgenref.training.segmentor import TrainSegmentorConfig, train_segmentor
+
+    if steps is not None and steps < 1:
+        raise ConfigError("--steps must be at least 1")
+    config = load_config(TrainSegmentorConfig, config_path) if config_path else None
+    spacing = parse_pixel_spacing(pixel_spacing) if pixel_spacing else None
+    return train_segmentor(
+        config, list(negatives) if negatives else None, out, device=device, steps=steps,
+        resume=resume, pixel_spacing_mm=spacing,
+    )

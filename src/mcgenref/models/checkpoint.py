@@ -1,0 +1,399 @@
+"""Self-describing model folders and training-state checkpoints, with no pickle anywhere.
+
+A **model folder** holds two files:
+
+- ``model.safetensors``: the state dict (``_orig_mod.`` / ``module.`` prefixes from
+  ``torch.compile`` / DDP stripped), tensors only, so loading runs no code;
+- ``model.json``::
+
+    {"kind": "mcgenref-segmentor", "format_version": 1, "software": "mcgenref 0.1.0",
+     "created": "<UTC ISO time>", "model": {<SegmentorConfig>},
+     "tensor_contract": {...}, "weights": {"file": "model.safetensors", "sha256": "...",
+     "bytes": N, "tensors": K, "parameters": P}, "extra": {...}}
+
+  ``extra`` is whatever the writer knows about the conventions the model expects; the
+  segmentor trainer stores ``pixel_spacing_mm``, ``intensity`` (the normalisation rule),
+  ``patch_size_px``, ``size_multiple`` and a ``training`` summary there.
+
+:func:`load_model` refuses pickles (``.pt``, ``.pth``, ``.ckpt``...), checks the sha256 of the
+weights against ``model.json`` *before* parsing them, and turns every defect (missing file,
+truncation, corruption, wrong kind, shapes that do not fit the described network) into one
+line of :class:`~mcgenref.errors.InputError`.
+
+A **training state** (for ``--resume``) is a pair ``training_state.safetensors`` (every
+tensor: model, EMA, optimizer moments) + ``training_state.json`` (step, scheduler, scaler,
+optimizer hyper-parameters, the safetensors' sha256). Folders are written beside their
+destination and renamed into place (:func:`mcgenref.io.atomic.staged_directory`), so a
+crash or a full disk mid-write leaves the previous folder intact.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import mcgenref
+from mcgenref.config import from_dict, to_dict
+from mcgenref.errors import ConfigError, InputError
+from mcgenref.io.atomic import staged_directory, write_bytes_atomic, write_json_atomic
+from mcgenref.models.segmentor import SegmentorConfig, build_segmentor, size_multiple
+
+__all__ = [
+    "MODEL_FORMAT_VERSION",
+    "MODEL_KIND",
+    "load_model",
+    "load_training_state",
+    "read_model_meta",
+    "save_model",
+    "save_training_state",
+    "clean_state_dict",
+    "find_training_state",
+    "flatten_optimizer_state",
+    "unflatten_optimizer_state",
+    "write_model_files",
+]
+
+MODEL_KIND = "mcgenref-segmentor"
+MODEL_FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+MODEL_WEIGHTS = "model.safetensors"
+STATE_KIND = "mcgenref-segmentor-training-state"
+STATE_FORMAT_VERSION = 1
+STATE_JSON = "training_state.json"
+STATE_WEIGHTS = "training_state.safetensors"
+
+#: File endings of pickle-based checkpoints: loading one can run arbitrary code.
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar", ".pt.tar")
+_PREFIXES = ("_orig_mod.", "module.")
+
+
+def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous copies with ``torch.compile`` / DDP wrapper prefixes stripped."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith(_PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor], kind: str) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors, metadata={"kind": kind, "software": f"mcgenref {mcgenref.__version__}"})
+
+
+def _parse_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
+        raise InputError(f"{path}: corrupt safetensors file ({exc})") from None
+
+
+def _read_verified(path: Path, expected_sha: str, expected_bytes: int | None, what: str) -> bytes:
+    """Read a file and check its size and sha256 against the record that names it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{what} file missing: {path}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if expected_bytes is not None and len(data) != expected_bytes:
+        state = "truncated" if len(data) < expected_bytes else "longer than recorded"
+        raise InputError(
+            f"{path}: {what} file is {state} ({len(data)} bytes, expected {expected_bytes}); "
+            "the file is damaged, copy it again"
+        )
+    if _sha256(data) != expected_sha:
+        raise InputError(
+            f"{path}: sha256 does not match the one recorded beside it; the {what} file is "
+            "corrupt or was replaced"
+        )
+    return data
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what} missing: {path}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a JSON text file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return data
+
+
+def _refuse_pickle(path: Path) -> None:
+    name = path.name.lower()
+    if name.endswith(PICKLE_SUFFIXES):
+        raise InputError(f"{path}: pickle files are not loaded, use safetensors (a model folder "
+                         "with model.json + model.safetensors)")
+
+
+# --------------------------------------------------------------------------- model folders
+
+
+def write_model_files(
+    folder: Path,
+    model: nn.Module,
+    model_config: SegmentorConfig,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``model.safetensors`` + ``model.json`` into an existing folder; returns the meta.
+
+    Each file is replaced atomically; use :func:`save_model` for an all-or-nothing folder.
+    """
+    tensors = clean_state_dict(model.state_dict())
+    data = _safetensors_bytes(tensors, MODEL_KIND)
+    meta = {
+        "kind": MODEL_KIND,
+        "format_version": MODEL_FORMAT_VERSION,
+        "software": f"mcgenref {mcgenref.__version__}",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": to_dict(model_config),
+        "tensor_contract": {
+            "input": "float32 [B, 1, H, W], normalised intensity (0 ~ 1st, 1 ~ 99th percentile "
+                     "inside the breast); H, W multiples of size_multiple",
+            "output": "float32 [B, 1, H, W] logits; sigmoid gives the MC probability",
+            "size_multiple": size_multiple(model_config),
+        },
+        "weights": {
+            "file": MODEL_WEIGHTS,
+            "sha256": _sha256(data),
+            "bytes": len(data),
+            "tensors": len(tensors),
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+        },
+        "extra": json.loads(json.dumps(extra or {})),
+    }
+    write_bytes_atomic(folder / MODEL_WEIGHTS, data)
+    write_json_atomic(folder / MODEL_JSON, meta)
+    return meta
+
+
+def save_model(
+    folder: str | Path,
+    model: nn.Module,
+    model_config: SegmentorConfig,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a self-describing model folder (see the module docstring), all or nothing.
+
+    Args:
+        folder: the model folder to create; an existing non-empty one is refused unless
+            ``overwrite`` (then replaced only once the new one is complete).
+        model: the network (plain, DDP-wrapped or compiled: prefixes are stripped).
+        model_config: the config that rebuilds ``model`` with :func:`build_segmentor`.
+        extra: JSON-able conventions the model expects (pixel spacing, normalisation...).
+    """
+    folder = Path(folder)
+    with staged_directory(folder, overwrite=overwrite) as stage:
+        write_model_files(stage, model, model_config, extra)
+        stage.chmod(0o755)
+    return folder
+
+
+def _model_json_path(path: Path) -> Path:
+    _refuse_pickle(path)
+    if path.is_dir():
+        return path / MODEL_JSON
+    if not path.exists():
+        raise InputError(f"model not found: {path}")
+    if path.suffix.lower() == ".json":
+        return path
+    if path.suffix.lower() == ".safetensors":
+        return path.with_name(MODEL_JSON)
+    raise InputError(
+        f"{path}: not a model; give a model folder (model.json + model.safetensors) or its "
+        "model.json"
+    )
+
+
+def read_model_meta(path: str | Path) -> dict[str, Any]:
+    """The checked ``model.json`` of a model folder (no weights read)."""
+    json_path = _model_json_path(Path(path))
+    meta = _read_json(json_path, "model.json")
+    if meta.get("kind") != MODEL_KIND:
+        raise InputError(
+            f"{json_path}: not an mcgenref segmentor (kind {meta.get('kind')!r}, "
+            f"expected {MODEL_KIND!r})"
+        )
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
+        raise InputError(
+            f"{json_path}: model format version {version!r} is newer than this mcgenref "
+            f"understands ({MODEL_FORMAT_VERSION}); upgrade mcgenref"
+        )
+    weights = meta.get("weights")
+    if not isinstance(weights, dict) or not isinstance(weights.get("sha256"), str):
+        raise InputError(f"{json_path}: model.json has no weights sha256")
+    meta["path"] = str(json_path.parent)
+    return meta
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from its folder (or ``model.json``); returns ``(model.eval(), meta)``.
+
+    The weights' sha256 is verified against ``model.json`` before they are parsed.
+    Raises :class:`InputError` with one line for every defect (see the module docstring).
+    """
+    meta = read_model_meta(path)
+    folder = Path(meta["path"])
+    weights = meta["weights"]
+    weights_name = str(weights.get("file", MODEL_WEIGHTS))
+    weights_path = folder / weights_name
+    _refuse_pickle(weights_path)
+    if not weights_name.endswith(".safetensors") or Path(weights_name).name != weights_name:
+        raise InputError(f"{folder / MODEL_JSON}: weights must be a .safetensors file in the folder")
+    try:
+        config = from_dict(SegmentorConfig, meta.get("model", {}), where="model.json model")
+    except ConfigError as exc:
+        raise InputError(f"{folder / MODEL_JSON}: {exc}") from None
+    data = _read_verified(weights_path, weights["sha256"], weights.get("bytes"), "weights")
+    tensors = _parse_safetensors(data, weights_path)
+    model = build_segmentor(config)
+    _check_fits(model, tensors, weights_path)
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval(), meta
+
+
+def _check_fits(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} with the wrong shape (e.g. {k}: {tuple(tensors[k].shape)} vs "
+                f"{tuple(expected[k].shape)})"
+            )
+        raise InputError(
+            f"{where}: the weights do not fit the network described in model.json: "
+            + "; ".join(parts)
+        )
+
+
+# --------------------------------------------------------------------------- training state
+
+
+def flatten_optimizer_state(
+    state: dict[str, Any], prefix: str = "optimizer."
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into tensors (for safetensors) and JSON."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in state["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}{index}.{name}"] = value.detach().to("cpu", copy=True).contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    groups = json.loads(json.dumps(state["param_groups"]))
+    return tensors, {"param_groups": groups, "scalars": scalars, "indices": [int(i) for i in state["state"]]}
+
+
+def unflatten_optimizer_state(
+    tensors: Mapping[str, torch.Tensor], info: dict[str, Any], prefix: str = "optimizer."
+) -> dict[str, Any]:
+    """Inverse of :func:`flatten_optimizer_state` (a dict for ``load_state_dict``)."""
+    state: dict[int, dict[str, Any]] = {int(i): {} for i in info["indices"]}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, name = key[len(prefix):].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    for index, entry in info["scalars"].items():
+        state.setdefault(int(index), {}).update(entry)
+    groups = []
+    for group in info["param_groups"]:
+        # JSON turned tuples (AdamW's betas) into lists; give them back their type.
+        groups.append({k: tuple(v) if isinstance(v, list) and k != "params" else v
+                       for k, v in group.items()})
+    return {"state": state, "param_groups": groups}
+
+
+def save_training_state(
+    folder: str | Path,
+    tensors: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    model: nn.Module | None = None,
+    model_config: SegmentorConfig | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a resumable checkpoint folder, replacing the previous one only when complete.
+
+    ``tensors`` go to ``training_state.safetensors``, ``state`` (JSON-able) to
+    ``training_state.json`` with the sha256 of the former. If ``model`` is given (the EMA
+    network), the folder is also a model folder :func:`load_model` can open.
+    """
+    folder = Path(folder)
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    data = _safetensors_bytes(tensors, STATE_KIND)
+    record = {
+        "kind": STATE_KIND,
+        "format_version": STATE_FORMAT_VERSION,
+        "software": f"mcgenref {mcgenref.__version__}",
+        "tensors": {"file": STATE_WEIGHTS, "sha256": _sha256(data), "bytes": len(data)},
+        **json.loads(json.dumps(state)),
+    }
+    with staged_directory(folder, overwrite=True) as stage:
+        write_bytes_atomic(stage / STATE_WEIGHTS, data)
+        write_json_atomic(stage / STATE_JSON, record)
+        if model is not None and model_config is not None:
+            write_model_files(stage, model, model_config, extra)
+        stage.chmod(0o755)
+    return folder
+
+
+def find_training_state(folder: str | Path) -> Path | None:
+    """The checkpoint folder to resume from: ``folder``, or the previous one a crash during
+    the final rename left as ``.NAME.old-PID`` beside it; ``None`` if there is none."""
+    folder = Path(folder)
+    if (folder / STATE_JSON).is_file():
+        return folder
+    olds = sorted(folder.parent.glob(f".{folder.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    for old in reversed(olds):
+        if (old / STATE_JSON).is_file():
+            return old
+    return None
+
+
+def load_training_state(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_training_state` (sha256 checked first)."""
+    folder = Path(folder)
+    record = _read_json(folder / STATE_JSON, "training state")
+    if record.get("kind") != STATE_KIND:
+        raise InputError(f"{folder / STATE_JSON}: not an mcgenref training state")
+    if record.get("format_version") != STATE_FORMAT_VERSION:
+        raise InputError(f"{folder / STATE_JSON}: unsupported training-state format version")
+    info = record["tensors"]
+    data = _read_verified(folder / STATE_WEIGHTS, info["sha256"], info.get("bytes"), "training state")
+    return _parse_safetensors(data, folder / STATE_WEIGHTS), record

@@ -1,0 +1,221 @@
+"""Model folders: exact round trip, and every defect refused with one clear line."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from mcgenref.errors import InputError, OutputError
+from mcgenref.models.checkpoint import (
+    clean_state_dict,
+    flatten_optimizer_state,
+    load_model,
+    load_training_state,
+    save_model,
+    save_training_state,
+    unflatten_optimizer_state,
+)
+from mcgenref.models.segmentor import SegmentorConfig, build_segmentor
+
+CONFIG = SegmentorConfig(channels=(8, 16, 32))
+EXTRA = {"pixel_spacing_mm": [0.1, 0.1], "patch_size_px": 32}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture()
+def model_dir(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = build_segmentor(CONFIG)
+    # make the BatchNorm statistics non-trivial so buffers are really checked
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 1, 32, 32))
+    model.eval()
+    return save_model(tmp_path / "model", model, CONFIG, EXTRA), model
+
+
+def test_round_trip_gives_identical_outputs(model_dir) -> None:
+    folder, model = model_dir
+    loaded, meta = load_model(folder, "cpu")
+    x = torch.randn(2, 1, 48, 80)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert not loaded.training
+    assert meta["kind"] == "mcgenref-segmentor"
+    assert meta["extra"] == EXTRA
+    assert meta["model"]["channels"] == [8, 16, 32]
+    assert meta["tensor_contract"]["size_multiple"] == 4
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+    # model.json and the weights file are accepted as well as the folder
+    load_model(folder / "model.json")
+    load_model(folder / "model.safetensors")
+
+
+def test_wrapper_prefixes_are_stripped(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_segmentor(CONFIG)
+    wrapped = torch.nn.Module()
+    wrapped.module = model  # what DistributedDataParallel looks like to state_dict()
+    state = clean_state_dict(wrapped.state_dict())
+    assert all(not k.startswith("module.") for k in state)
+    assert set(state) == set(model.state_dict())
+    compiled_like = {f"_orig_mod.module.{k}": v for k, v in model.state_dict().items()}
+    assert set(clean_state_dict(compiled_like)) == set(model.state_dict())
+
+
+def test_existing_folder_is_not_overwritten_silently(model_dir) -> None:
+    folder, model = model_dir
+    with pytest.raises(OutputError, match="not empty"):
+        save_model(folder, model, CONFIG)
+    save_model(folder, model, CONFIG, overwrite=True)
+
+
+def test_sha_mismatch_is_refused(model_dir) -> None:
+    folder, _ = model_dir
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF  # same size, one byte flipped inside a tensor
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="sha256 does not match"):
+        load_model(folder)
+
+
+def test_truncated_weights_are_refused(model_dir) -> None:
+    folder, _ = model_dir
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(InputError, match=r"truncated \(1000 bytes"):
+        load_model(folder)
+
+
+def test_truncated_weights_with_a_matching_record_are_still_refused(model_dir) -> None:
+    # someone "fixed" model.json: the safetensors parser must still catch the damage
+    import hashlib
+
+    folder, _ = model_dir
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()[:1000]
+    weights.write_bytes(data)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["weights"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="corrupt safetensors"):
+        load_model(folder)
+
+
+def test_missing_weights_are_refused(model_dir) -> None:
+    folder, _ = model_dir
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(InputError, match="weights file missing"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("name", ["model.pt", "model.pth", "last.ckpt"])
+def test_pickles_are_refused(tmp_path: Path, name: str) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / name
+    torch.save(build_segmentor(CONFIG).state_dict(), path)
+    with pytest.raises(InputError, match="pickle files are not loaded, use safetensors"):
+        load_model(path)
+
+
+def test_pickle_disguised_as_safetensors_is_refused(model_dir) -> None:
+    folder, _ = model_dir
+    (folder / "model.safetensors").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(InputError, match="model.safetensors"):
+        load_model(folder)
+
+
+def test_model_json_pointing_at_a_pickle_is_refused(model_dir) -> None:
+    folder, _ = model_dir
+    meta = json.loads((folder / "model.json").read_text())
+    meta["weights"]["file"] = "model.pt"
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="pickle files are not loaded"):
+        load_model(folder)
+
+
+def test_text_files_are_refused(tmp_path: Path, model_dir) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(InputError, match="not a model"):
+        load_model(notes)
+    folder, _ = model_dir
+    (folder / "model.json").write_text("this is not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_model(folder)
+
+
+def test_missing_folder_and_wrong_kind(tmp_path: Path, model_dir) -> None:
+    with pytest.raises(InputError, match="model not found"):
+        load_model(tmp_path / "nowhere")
+    folder, _ = model_dir
+    meta = json.loads((folder / "model.json").read_text())
+    meta["kind"] = "something-else"
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="not an mcgenref segmentor"):
+        load_model(folder)
+
+
+def test_shape_mismatch_is_refused(model_dir) -> None:
+    folder, _ = model_dir
+    meta = json.loads((folder / "model.json").read_text())
+    meta["model"]["channels"] = [8, 16, 64]  # the weights were made for (8, 16, 32)
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="do not fit the network.*wrong shape"):
+        load_model(folder)
+
+
+def test_training_state_round_trip_without_pickle(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_segmentor(CONFIG)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 1, 32, 32)).mean().backward()
+    opt.step()
+    tensors, info = flatten_optimizer_state(opt.state_dict())
+    save_training_state(tmp_path / "ckpt", tensors, {"step": 7, "optimizer": info}, model, CONFIG)
+    loaded, record = load_training_state(tmp_path / "ckpt")
+    assert record["step"] == 7
+    state = unflatten_optimizer_state(loaded, record["optimizer"])
+    opt2 = torch.optim.AdamW(build_segmentor(CONFIG).parameters(), lr=1e-3)
+    opt2.load_state_dict(state)
+    a, b = opt.state_dict(), opt2.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for i in a["state"]:
+        for name in a["state"][i]:
+            assert torch.equal(a["state"][i][name], b["state"][i][name])
+    # the checkpoint folder is also a loadable model folder, and nothing in it is a pickle
+    load_model(tmp_path / "ckpt")
+    assert {p.suffix for p in (tmp_path / "ckpt").iterdir()} == {".json", ".safetensors"}
+    # a damaged training state is detected
+    path = tmp_path / "ckpt" / "training_state.safetensors"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(InputError, match="truncated"):
+        load_training_state(tmp_path / "ckpt")
+
+
+def test_a_failed_checkpoint_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    import mcgenref.models.checkpoint as ckpt
+
+    save_training_state(tmp_path / "ckpt", {"x": torch.ones(3)}, {"step": 1})
+
+    def disk_full(*args, **kwargs):
+        raise OutputError("cannot write: No space left on device")
+
+    monkeypatch.setattr(ckpt, "write_json_atomic", disk_full)
+    with pytest.raises(OutputError):
+        save_training_state(tmp_path / "ckpt", {"x": torch.zeros(3)}, {"step": 2})
+    tensors, record = load_training_state(tmp_path / "ckpt")
+    assert record["step"] == 1 and torch.equal(tensors["x"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]

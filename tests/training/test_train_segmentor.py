@@ -1,0 +1,280 @@
+"""The segmentor training loop: loss by hand, a tiny CPU run, exact resume, DDP on CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import mcgenref.training.segmentor as training
+from mcgenref.errors import ConfigError, OutputError
+from mcgenref.models.checkpoint import load_model
+from mcgenref.models.segmentor import SegmentorConfig
+from mcgenref.synthesis.config import SynthesisConfig
+from mcgenref.training.segmentor import (
+    TrainSegmentorConfig,
+    dice_counts,
+    focal_tversky_loss,
+    lr_at,
+    train_segmentor,
+)
+
+TINY = TrainSegmentorConfig(
+    model=SegmentorConfig(channels=(8, 16, 32)),
+    synthesis=SynthesisConfig(patch_size_px=32),
+    steps=6,
+    batch_size=2,
+    warmup_steps=2,
+    val_size=4,
+    val_every=3,
+    checkpoint_every=2,
+    log_every=1,
+    num_workers=0,
+    deterministic=True,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # the test machines are small and shared: several intra-op threads only contend
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# --------------------------------------------------------------------------- loss and metric
+
+
+def _logits(mask: torch.Tensor) -> torch.Tensor:
+    return (mask * 2 - 1) * 30.0  # sigmoid = 1 - 1e-13 inside, 1e-13 outside
+
+
+def test_focal_tversky_perfect_prediction_is_zero() -> None:
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[0, 0, 10:14, 10:14] = 1
+    mask[1, 0, 3:5, 20:23] = 1
+    assert focal_tversky_loss(_logits(mask), mask).item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_focal_tversky_all_missed_is_one() -> None:
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 4:24, 4:24] = 1  # 800 MC pixels, all predicted background
+    loss = focal_tversky_loss(torch.full_like(mask, -30.0), mask, alpha=0.3, beta=0.7, gamma=0.75)
+    # by hand: TI = (0 + 1) / (0.7 * 800 + 1), loss = (1 - TI) ** 0.75
+    assert loss.item() == pytest.approx((1 - 1 / 561) ** 0.75, rel=1e-5)
+    assert loss.item() > 0.99
+
+
+def test_focal_tversky_penalises_false_negatives_more() -> None:
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[0, 0, 8:16, 8:16] = 1  # 64 MC pixels
+    missed = mask.clone()
+    missed[0, 0, 8:10, 8:16] = 0  # 16 false negatives
+    extra = mask.clone()
+    extra[0, 0, 16:18, 8:16] = 1  # 16 false positives
+    loss_fn = focal_tversky_loss(_logits(missed), mask, alpha=0.3, beta=0.7)
+    loss_fp = focal_tversky_loss(_logits(extra), mask, alpha=0.3, beta=0.7)
+    assert loss_fn > loss_fp
+    # MONAI's convention: alpha weights FP, beta FN (TI by hand, gamma 1)
+    tp = 48.0
+    assert focal_tversky_loss(_logits(missed), mask, 0.3, 0.7, 1.0).item() == pytest.approx(
+        1 - (tp + 1) / (tp + 0.7 * 16 + 1), rel=1e-5
+    )
+
+
+def test_focal_tversky_has_finite_gradients_near_zero_loss() -> None:
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[0, 0, 4:8, 4:8] = 1
+    logits = _logits(mask).requires_grad_()
+    focal_tversky_loss(logits, mask).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_dice_counts() -> None:
+    target = torch.zeros(1, 1, 4, 4)
+    target[0, 0, 0, :2] = 1
+    logits = torch.full((1, 1, 4, 4), -1.0)
+    logits[0, 0, 0, 1:3] = 1.0
+    assert dice_counts(logits, target).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_learning_rate_schedule() -> None:
+    config = TrainSegmentorConfig(lr=1e-3, warmup_steps=10, min_lr_fraction=0.0)
+    assert lr_at(0, config, 110) == pytest.approx(1e-4)
+    assert lr_at(9, config, 110) == pytest.approx(1e-3)
+    assert lr_at(60, config, 110) == pytest.approx(0.5e-3)
+    assert lr_at(110, config, 110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_patch_size_must_fit_the_network() -> None:
+    with pytest.raises(ValueError, match="multiple of 8"):
+        TrainSegmentorConfig(synthesis=SynthesisConfig(patch_size_px=36))
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _final_tensors(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "model" / "model.safetensors")
+
+
+def test_tiny_run_writes_the_run_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    summary = train_segmentor(TINY, None, run, device="cpu", progress=False)
+    assert summary["step"] == 6 and summary["model_dir"] == str(run / "model")
+    assert summary["world_size"] == 1 and summary["device"] == "cpu"
+    assert [v[0] for v in summary["val_history"]] == [3, 6]
+    assert 0.0 <= summary["val_dice"] <= 1.0
+    log = _log(run)
+    assert [e["step"] for e in log] == [1, 2, 3, 4, 5, 6]
+    assert set(log[0]) == {"step", "loss", "lr", "val_dice", "seconds"}
+    assert log[2]["val_dice"] is not None and log[1]["val_dice"] is None
+    assert json.loads((run / "config.json").read_text())["steps"] == 6
+    model, meta = load_model(run / "model")
+    assert meta["extra"]["pixel_spacing_mm"] == [0.1, 0.1]
+    assert meta["extra"]["training"]["steps"] == 6
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 48, 80)).shape == (1, 1, 48, 80)
+    # the checkpoint folder is a model folder too (the EMA weights)
+    load_model(run / "checkpoint")
+    # a finished run folder is not overwritten by a new run
+    with pytest.raises(OutputError, match="use --resume"):
+        train_segmentor(TINY, None, run, device="cpu", progress=False)
+
+
+def test_tiny_run_on_negatives(tmp_path: Path, phantom_folder: Path) -> None:
+    config = dataclasses.replace(TINY, steps=2, procedural_fraction=0.5)
+    summary = train_segmentor(
+        config, [phantom_folder], tmp_path / "run", device="cpu", progress=False,
+        pixel_spacing_mm=0.2,
+    )
+    assert summary["step"] == 2
+    _, meta = load_model(tmp_path / "run" / "model")
+    assert meta["extra"]["training"]["backgrounds"] == "negatives"
+    assert [0.2, 0.2] in meta["extra"]["pixel_spacings_mm_seen"]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert len(run["negatives"]) == 3 and run["pixel_spacing_mm"] == 0.2
+
+
+def test_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = tmp_path / "straight"
+    train_segmentor(TINY, None, straight, device="cpu", progress=False)
+
+    # the same run, crashing in step 5 (last checkpoint: step 4), then resumed
+    resumed = tmp_path / "resumed"
+    calls = {"n": 0}
+    real_loss = training.focal_tversky_loss
+
+    def crashing_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(training, "focal_tversky_loss", crashing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train_segmentor(TINY, None, resumed, device="cpu", progress=False)
+    monkeypatch.setattr(training, "focal_tversky_loss", real_loss)
+    assert not (resumed / "model").exists()
+    with (resumed / "log.jsonl").open("a") as fh:
+        fh.write('{"step": 5, "lo')  # a line the interruption cut short
+    summary = train_segmentor(None, None, resumed, device="cpu", progress=False, resume=True)
+    assert summary["resumed_from"] == 4 and summary["step"] == 6
+
+    a, b = _final_tensors(straight), _final_tensors(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the training state (weights, EMA, optimizer moments) is identical too
+    sa = load_file(straight / "checkpoint" / "training_state.safetensors")
+    sb = load_file(resumed / "checkpoint" / "training_state.safetensors")
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    # the log holds each step once, with the same losses
+    la, lb = _log(straight), _log(resumed)
+    assert [e["step"] for e in lb] == [1, 2, 3, 4, 5, 6]
+    assert [(e["loss"], e["lr"], e["val_dice"]) for e in la] == [
+        (e["loss"], e["lr"], e["val_dice"]) for e in lb
+    ]
+
+
+def test_stop_and_resume_equals_straight_run(tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    train_segmentor(TINY, None, straight, device="cpu", progress=False)
+    split = tmp_path / "split"
+    first = train_segmentor(TINY, None, split, device="cpu", progress=False, stop_at_step=3)
+    assert first["step"] == 3 and first["model_dir"] is None
+    train_segmentor(TINY, None, split, device="cpu", progress=False, resume=True)
+    a, b = _final_tensors(straight), _final_tensors(split)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_segmentor(TINY, None, run, device="cpu", progress=False, stop_at_step=1,
+                    pixel_spacing_mm=0.2)
+    # without negatives, the pixel spacing is that of the procedural backgrounds
+    assert json.loads((run / "config.json").read_text())["procedural_spacing_mm"] == [0.2, 0.2]
+    other = dataclasses.replace(TINY, lr=0.5)
+    with pytest.raises(ConfigError, match="resume without --config"):
+        train_segmentor(other, None, run, device="cpu", progress=False, resume=True)
+    with pytest.raises(ConfigError, match="pixel-spacing differs"):
+        train_segmentor(None, None, run, device="cpu", progress=False, resume=True,
+                        pixel_spacing_mm=0.1)
+    # --steps may change: the run is extended
+    summary = train_segmentor(None, None, run, device="cpu", progress=False, resume=True, steps=2)
+    assert summary["step"] == 2 and summary["steps"] == 2
+
+
+def test_bad_device_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--device"):
+        train_segmentor(TINY, None, tmp_path / "run", device="tpu", progress=False)
+
+
+# --------------------------------------------------------------------------- DDP on CPU
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        from mcgenref.config import from_dict
+        from mcgenref.training.segmentor import TrainSegmentorConfig, train_segmentor
+        config = from_dict(TrainSegmentorConfig, json.loads(sys.argv[1]))
+        summary = train_segmentor(config, None, {str(run)!r}, device="cpu", progress=False)
+        print("SUMMARY", summary["world_size"], summary["step"], flush=True)
+    """))
+    from mcgenref.config import to_dict
+
+    config = dataclasses.replace(TINY, steps=3, batch_size=1, val_every=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+         str(script), json.dumps(to_dict(config))],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("SUMMARY 2 3") == 2
+    assert json.loads((run / "run.json").read_text())["world_size"] == 2
+    assert [e["step"] for e in _log(run)] == [1, 2, 3]
+    load_model(run / "model")
