@@ -172,8 +172,11 @@ def measure_spots(image_norm: np.ndarray, spacing_mm, positions, *,
         ri = np.clip(ri + np.array([offs[b][0] for b in best]), 0, H - 1)
         ci = np.clip(ci + np.array([offs[b][1] for b in best]), 0, W - 1)
         # 2. sub-pixel centre: per-axis parabola through the peak and its neighbours
-        pad_v = lambda dr, dc: pad[np.clip(ri + 1 + dr, 0, H + 1), np.clip(ci + 1 + dc, 0, W + 1)]
+        def pad_v(dr: int, dc: int) -> np.ndarray:
+            return pad[np.clip(ri + 1 + dr, 0, H + 1), np.clip(ci + 1 + dc, 0, W + 1)]
+
         v0 = pad_v(0, 0)
+
         def _parab(vm, vp):
             den = vm - 2 * v0 + vp
             with np.errstate(divide="ignore", invalid="ignore"):

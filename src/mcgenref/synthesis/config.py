@@ -78,8 +78,10 @@ class MCConfig:
     #: 0.1-1 mm, most below 0.5 mm; a log-normal with median 0.3 mm and log-sigma 0.5 puts
     #: ~85 % of MCs below 0.5 mm and ~1 % above 1 mm (those are clipped to the range).
     size_median_mm: float = 0.3
-    #: Log-sigma of the size distribution (see ``size_median_mm``).
-    size_log_sigma: float = 0.5
+    #: Log-sigma of the size distribution (see ``size_median_mm``). 0.35 (94 % below 0.5 mm)
+    #: rather than 0.5: the realism benchmark (docs/realism.md) found the CNR tail of 0.5
+    #: longer than that of real mini-MIAS MCs (90th percentile 15.9 vs 11.6; 0.35 gives 14.2).
+    size_log_sigma: float = 0.35
     #: Hard limits of the MC size (mm): 0.1 mm is the smallest MC reported on mammograms,
     #: 1 mm the usual upper bound of "micro"calcifications.
     size_range_mm: tuple[float, float] = (0.1, 1.0)
@@ -208,11 +210,14 @@ class ContrastConfig:
     #: mm. (Raw physics, Delta-mu of hydroxyapatite vs tissue ~2-3 /mm at 20 keV before
     #: scatter, gives the same order.) With this range about half of the drawn MCs (nearly
     #: all of those < 0.25 mm) fall below the visibility CNR on typical backgrounds.
-    #: Calibrated by the realism benchmark.
-    attenuation_per_mm_range: tuple[float, float] = (0.8, 3.0)
+    #: That first estimate, 0.8-3, made synthetic MCs 2.6x brighter than the real MC-like
+    #: spots of mini-MIAS (median contrast 0.188 vs 0.071, docs/realism.md); 0.2-0.6 matches
+    #: them (0.079; KS D 0.17 for contrast, 0.12 for CNR on 30 real spots).
+    attenuation_per_mm_range: tuple[float, float] = (0.2, 0.6)
     #: Per-MC log-normal spread of the attenuation around the sample's value: MCs differ in
-    #: mineral density and composition (hydroxyapatite vs calcium oxalate).
-    attenuation_jitter_log_sigma: float = 0.25
+    #: mineral density and composition (hydroxyapatite vs calcium oxalate). 0.15 (was 0.25)
+    #: shortens the CNR tail to that of the real spots (realism benchmark).
+    attenuation_jitter_log_sigma: float = 0.15
     #: Slope of the contrast modulation m(b): dense (bright) tissue lowers MC contrast (more
     #: scatter, and presentation processing compresses dense regions). With 0.5, m = 1 on
     #: fat (b = 0) and 0.5 on the densest tissue (b = 1), the hard case the method targets.
@@ -244,9 +249,11 @@ class PSFConfig:
     """Detector point-spread function: a Gaussian with sigma in mm (drawn once per sample)."""
 
     #: PSF sigma (mm), drawn uniformly per sample. Digital detectors: 0.5-1 px at 70 um,
-    #: i.e. ~0.035-0.07 mm; scanned film (e.g. mini-MIAS at 0.2 mm) is blurrier, hence up to
-    #: 0.12 mm. The realism benchmark calibrates this range against real MC profiles.
-    sigma_mm_range: tuple[float, float] = (0.03, 0.12)
+    #: i.e. ~0.035-0.07 mm; scanned film (e.g. mini-MIAS at 0.2 mm) is blurrier. The realism
+    #: benchmark measured real mini-MIAS MCs at FWHM 0.43 mm; (0.03, 0.12) gave 0.35 mm and
+    #: (0.06, 0.14) gives 0.42 mm, so the default is calibrated for 200 um film, the only
+    #: real negatives with known spacing we have. For digital detectors use ~(0.03, 0.07).
+    sigma_mm_range: tuple[float, float] = (0.06, 0.14)
 
     def __post_init__(self) -> None:
         _range("sigma_mm_range", self.sigma_mm_range, low=0.0)
@@ -296,7 +303,10 @@ class MaskConfig:
     #: An MC whose contrast-to-noise ratio (peak of the blurred signal / local noise) is below
     #: this is rendered but left out of the mask: the Rose criterion puts the detectability
     #: limit at a CNR of ~3-5, and the model must not learn to hallucinate invisible MCs.
-    min_cnr: float = 3.0
+    #: 5 rather than 3: on mini-MIAS an MC rendered at CNR 3-4 is brighter than only 56-72 %
+    #: of the local-maximum "bumps" of normal tissue (indistinguishable from it), at 5-6
+    #: brighter than 91 % (realism benchmark, visibility table).
+    min_cnr: float = 5.0
     #: For an MC smaller than a pixel (no pixel reaches the coverage threshold), label the
     #: pixel of its largest coverage, so that a visible MC is never maskless.
     label_subpixel_mcs: bool = True

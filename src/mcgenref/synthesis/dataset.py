@@ -230,6 +230,7 @@ def write_dataset(
         (stage / "images").mkdir()
         (stage / "masks").mkdir()
         preview: list[Sample] = []
+        fallback: list[Sample] = []
         lines = []
         for index in range(count):
             sample = generate_sample(
@@ -243,8 +244,11 @@ def write_dataset(
             record["image"] = f"images/{name}"
             record["mask"] = f"masks/{name}"
             lines.append(json.dumps(record, sort_keys=False))
-            if len(preview) < run_config.preview_count and sample.record["n_visible"] > 0:
+            # the preview prefers samples with visible MCs, and shows others if there are none
+            if sample.record["n_visible"] > 0 and len(preview) < run_config.preview_count:
                 preview.append(sample)
+            elif len(fallback) < run_config.preview_count:
+                fallback.append(sample)
             if progress is not None:
                 progress(index + 1)
         write_bytes_atomic(stage / "manifest.jsonl", ("\n".join(lines) + "\n").encode())
@@ -266,6 +270,7 @@ def write_dataset(
                 "mask_values": [0, 255],
             },
         )
+        preview = (preview + fallback)[: run_config.preview_count]
         if preview:
             write_png_atomic(stage / "preview.png", contact_sheet(preview))
         for d in ("images", "masks"):

@@ -1,0 +1,198 @@
+"""The recipe of the shipped default segmentor: data split, training, operating point, install.
+
+    python recipes/default_segmentor.py train     [--steps N] [--device auto] [--resume]
+    python recipes/default_segmentor.py calibrate  # choose the operating threshold
+    python recipes/default_segmentor.py install    # copy the model into the package
+
+Data (from $MCGENREF_DATA, default ../shared/data; never copied into the repo):
+- the 152 normal mini-MIAS images, split BY WOMAN (pairs 2k-1, 2k) with
+  :func:`mcgenref.datasets.mias.split_by_woman` (25 % held out, seed 0). Training uses only the
+  training women's normals as backgrounds for synthetic MCs; the held-out normals are never
+  seen by training nor by calibration, and serve to count false clusters in
+  ``benchmarks/quality.py``;
+- the 8 calcification images are development data: they are used here to choose the operating
+  threshold and are never trained on.
+
+The operating point (``calibrate``): segment the calcification images and the training normals,
+sweep the threshold with ``mcgenref evaluate``'s cluster FROC, and take the threshold with the
+highest cluster sensitivity at <= 1 false cluster per (training) normal image; ties go to the
+highest threshold. The same rule picks the classical baseline's threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from mcgenref.config import to_dict  # noqa: E402
+from mcgenref.datasets import data_root  # noqa: E402
+from mcgenref.datasets.mias import (  # noqa: E402
+    MIAS_PIXEL_SPACING_MM,
+    calc_refs,
+    normal_refs,
+    split_by_woman,
+)
+
+RUN_DIR = REPO / "runs" / "default_segmentor"
+PACKAGE_MODEL = REPO / "src" / "mcgenref" / "weights" / "segmentor"
+SPLIT_SEED = 0
+HELD_OUT_FRACTION = 0.25
+MAX_FALSE_CLUSTERS_PER_NORMAL = 1.0
+
+
+def split() -> tuple[list[str], list[str]]:
+    """(training normals, held-out normals) as mini-MIAS refs, split by woman."""
+    return split_by_woman(normal_refs(), HELD_OUT_FRACTION, SPLIT_SEED)
+
+
+def image_paths(refs: list[str]) -> list[Path]:
+    folder = data_root() / "mini-mias" / "images"
+    return [folder / f"{ref}.png" for ref in refs]
+
+
+def train_config(steps: int):  # noqa: ANN201
+    """The recipe's training config (see docs/model_card.md for why each value)."""
+    from mcgenref.models.segmentor import SegmentorConfig
+    from mcgenref.synthesis.config import ClusterConfig, SynthesisConfig
+    from mcgenref.training.segmentor import TrainSegmentorConfig
+
+    return TrainSegmentorConfig(
+        model=SegmentorConfig(),
+        # BI-RADS "grouped" means >= 5 MCs; with realistic contrast most synthetic MCs are
+        # below the visibility CNR, so clusters of >= 5 give the network more visible ones.
+        synthesis=SynthesisConfig(patch_size_px=128, cluster=ClusterConfig(n_mcs_range=(5, 30))),
+        procedural_spacing_mm=(MIAS_PIXEL_SPACING_MM, MIAS_PIXEL_SPACING_MM),
+        procedural_fraction=0.1,
+        steps=steps,
+        batch_size=16,
+        lr=2e-3,
+        warmup_steps=100,
+        ema_decay=0.995,
+        val_size=64,
+        val_every=250,
+        checkpoint_every=250,
+        num_workers=1,
+        seed=0,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from mcgenref.training.segmentor import train_segmentor
+
+    train, held_out = split()
+    forbidden = set(calc_refs()) | set(held_out)
+    assert not forbidden & set(train), "training set overlaps calcification or held-out images"
+    summary = train_segmentor(
+        None if args.resume else train_config(args.steps),
+        None if args.resume else image_paths(train),
+        RUN_DIR, device=args.device, steps=args.steps if not args.resume else None,
+        resume=args.resume, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
+        stop_at_step=args.stop_at_step,
+    )
+    print(json.dumps({k: v for k, v in summary.items() if k != "val_history"}, indent=2))
+
+
+def choose_threshold(metrics: dict) -> dict:
+    """Highest cluster sensitivity at <= MAX false clusters per normal; ties -> highest t."""
+    froc = metrics["cluster"]["froc"]
+    best = None
+    for t, sens, fpr in zip(froc["thresholds"], froc["sensitivity"],
+                            froc["false_clusters_per_normal_image"]):
+        if sens is None or fpr is None or fpr > MAX_FALSE_CLUSTERS_PER_NORMAL:
+            continue
+        if best is None or sens > best["sensitivity"] or (
+            sens == best["sensitivity"] and t > best["threshold"]
+        ):
+            best = {"threshold": float(t), "sensitivity": float(sens),
+                    "false_clusters_per_normal_image": float(fpr)}
+    if best is None:
+        raise SystemExit("no threshold reaches <= 1 false cluster per normal image")
+    return best
+
+
+def calibrate(method: str, model: Path | None, work: Path) -> dict:
+    """Segment the development images and return the chosen operating point."""
+    from mcgenref.workflows import run_evaluate, run_segment
+
+    train, _ = split()
+    inputs = [str(p) for p in image_paths(calc_refs() + train)]
+    pred = work / f"pred-{method}"
+    run_segment(inputs, pred, model=model, device="auto", pixel_spacing=str(MIAS_PIXEL_SPACING_MM),
+                threshold=0.5, method=method, overwrite=True)
+    metrics = run_evaluate(pred, data_root() / "mini-mias" / "Info.txt", work / f"eval-{method}",
+                           "mias", n_bootstrap=200)
+    return choose_threshold(metrics)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    model = RUN_DIR / "model"
+    with tempfile.TemporaryDirectory() as tmp:
+        points = {
+            "model": calibrate("model", model, Path(tmp)),
+            "classical": calibrate("classical", None, Path(tmp)),
+        }
+    train, held_out = split()
+    points["chosen_on"] = (
+        f"cluster FROC on the {len(calc_refs())} mini-MIAS calcification images (development "
+        f"data) and {len(train)} training-split normals; rule: highest cluster sensitivity at "
+        f"<= {MAX_FALSE_CLUSTERS_PER_NORMAL:g} false cluster per normal image, ties to the "
+        "highest threshold"
+    )
+    out = RUN_DIR / "operating_points.json"
+    out.write_text(json.dumps(points, indent=2) + "\n")
+    print(json.dumps(points, indent=2))
+
+
+def cmd_install(args: argparse.Namespace) -> None:
+    """Copy the trained model into the package with its operating point and data split."""
+    points = json.loads((RUN_DIR / "operating_points.json").read_text())
+    src = RUN_DIR / "model"
+    meta = json.loads((src / "model.json").read_text())
+    train, held_out = split()
+    meta["name"] = "mcgenref-default-segmentor"
+    meta["operating_point"] = {
+        "threshold": points["model"]["threshold"],
+        "chosen_on": points["chosen_on"],
+        "development_sensitivity": points["model"]["sensitivity"],
+        "development_false_clusters_per_normal_image": points["model"]["false_clusters_per_normal_image"],
+    }
+    meta["data"] = {
+        "backgrounds": "mini-MIAS normal images (research use only; see docs/model_card.md)",
+        "training_refs": train,
+        "held_out_refs": held_out,
+        "split": f"by woman, {HELD_OUT_FRACTION:g} held out, seed {SPLIT_SEED}",
+        "never_trained_on": calc_refs(),
+    }
+    meta["recipe"] = "python recipes/default_segmentor.py train && ... calibrate && ... install"
+    meta["training_config"] = json.loads((RUN_DIR / "config.json").read_text())
+    if PACKAGE_MODEL.exists():
+        shutil.rmtree(PACKAGE_MODEL)
+    PACKAGE_MODEL.mkdir(parents=True)
+    shutil.copy2(src / "model.safetensors", PACKAGE_MODEL / "model.safetensors")
+    (PACKAGE_MODEL / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"installed into {PACKAGE_MODEL}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--steps", type=int, default=3000)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--stop-at-step", type=int, default=None)
+    sub.add_parser("calibrate")
+    sub.add_parser("install")
+    args = ap.parse_args()
+    {"train": cmd_train, "calibrate": cmd_calibrate, "install": cmd_install}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
