@@ -159,6 +159,7 @@ def cmd_install(args: argparse.Namespace) -> None:
     meta["name"] = "mcgenref-default-segmentor"
     meta["operating_point"] = {
         "threshold": points["model"]["threshold"],
+        "classical_threshold": points["classical"]["threshold"],
         "chosen_on": points["chosen_on"],
         "development_sensitivity": points["model"]["sensitivity"],
         "development_false_clusters_per_normal_image": points["model"]["false_clusters_per_normal_image"],
