@@ -109,7 +109,7 @@ def synthetic_pixels(model: Path, n: int, n_boot: int) -> dict:
     for m in thresholds:
         c = np.asarray(counts[m], dtype=np.int64)
         pooled = pixel_metrics(*c.sum(axis=0).tolist())
-        ci = {k: list(bootstrap_ci(lambda idx, k=k: pixel_metrics(*c[idx].sum(axis=0).tolist())[k],
+        ci = {k: list(bootstrap_ci(lambda idx, k=k, c=c: pixel_metrics(*c[idx].sum(axis=0).tolist())[k],
                                    n_boot, 0, n_items=len(c))) for k in ("dice", "recall", "precision")}
         o = np.asarray(objects[m], dtype=float)
         out[m] = {"threshold": thresholds[m], "pooled": pooled, "ci": ci,

@@ -31,7 +31,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mcgenref.config import to_dict  # noqa: E402
 from mcgenref.datasets import data_root  # noqa: E402
 from mcgenref.datasets.mias import (  # noqa: E402
     MIAS_PIXEL_SPACING_MM,

@@ -20,7 +20,6 @@ Every file is written atomically; no patient identifier is copied into any of th
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import time
@@ -109,14 +108,6 @@ class SegmentationResult:
     prob: np.ndarray  # float32 in [0, 1]
     detections: Detections
     meta: dict[str, Any]
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Segmenter:
@@ -281,8 +272,10 @@ def write_outputs(result: SegmentationResult, out_dir: Path) -> dict[str, float]
     stem = result.stem
     spacing = tuple(result.meta["pixel_spacing_mm"])
     prob16 = np.round(np.clip(result.prob, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    write_png_atomic(out_dir / f"{stem}_prob.png", prob16)
-    write_png_atomic(out_dir / f"{stem}_mask.png", result.detections.mask.astype(np.uint8) * 255)
+    # full-field maps are large: fast zlib level (lossless all the same)
+    write_png_atomic(out_dir / f"{stem}_prob.png", prob16, compress_level=1)
+    write_png_atomic(out_dir / f"{stem}_mask.png", result.detections.mask.astype(np.uint8) * 255,
+                     compress_level=1)
     write_bytes_atomic(out_dir / f"{stem}_calcifications.csv", _csv_bytes(result.detections.mcs))
     write_json_atomic(out_dir / f"{stem}_clusters.json", {
         "rule": {
@@ -295,8 +288,9 @@ def write_outputs(result: SegmentationResult, out_dir: Path) -> dict[str, float]
         "clusters": result.detections.clusters,
     })
     overlay = render_overlay(result.image, result.region, result.detections, spacing)  # type: ignore[arg-type]
-    write_png_atomic(out_dir / f"{stem}_overlay.png", overlay)
-    write_png_atomic(out_dir / f"{stem}_breast.png", result.region.astype(np.uint8) * 255)
+    write_png_atomic(out_dir / f"{stem}_overlay.png", overlay, compress_level=1)
+    write_png_atomic(out_dir / f"{stem}_breast.png", result.region.astype(np.uint8) * 255,
+                     compress_level=1)
     meta = dict(result.meta)
     meta["timings"] = dict(meta["timings"], write_s=round(time.perf_counter() - t0, 4))
     write_json_atomic(out_dir / f"{stem}_meta.json", meta)

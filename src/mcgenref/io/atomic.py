@@ -42,8 +42,11 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
                 os.unlink(tmp_name)
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    """Lossless PNG of a 2-D uint8 or uint16 array (or HxWx3 uint8 for RGB)."""
+def png_bytes(array: np.ndarray, compress_level: int = 6) -> bytes:
+    """Lossless PNG of a 2-D uint8 or uint16 array (or HxWx3 uint8 for RGB).
+
+    ``compress_level`` (zlib, 0-9) trades file size for time; the pixels are the same.
+    """
     if array.dtype == np.uint16 and array.ndim == 2:
         img = Image.fromarray(array, mode=None)
     elif array.dtype == np.uint8 and array.ndim in (2, 3):
@@ -51,12 +54,12 @@ def png_bytes(array: np.ndarray) -> bytes:
     else:
         raise TypeError(f"png_bytes: unsupported array {array.dtype} {array.shape}")
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
-def write_png_atomic(path: str | Path, array: np.ndarray) -> None:
-    write_bytes_atomic(path, png_bytes(array))
+def write_png_atomic(path: str | Path, array: np.ndarray, compress_level: int = 6) -> None:
+    write_bytes_atomic(path, png_bytes(array, compress_level))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

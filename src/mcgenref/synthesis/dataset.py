@@ -25,9 +25,7 @@ percentile span [0, 1] with room for the brightest tissue plus MC signal, at a s
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field

@@ -414,7 +414,7 @@ def draw_sample_params(rng: np.random.Generator, shape: tuple[int, int],
     mcs: list[MCParams] = []
     if kind == "cluster":
         n_clusters = 2 if rng.random() < config.cluster.second_cluster_prob else 1
-        for cid in range(n_clusters):
+        for _ in range(n_clusters):
             cluster, cmcs = _draw_cluster(rng, len(clusters), placer, config, attenuation,
                                           psf_sigma)
             if cluster is not None:
