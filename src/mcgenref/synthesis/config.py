@@ -75,12 +75,12 @@ class MCConfig:
     """Size and shape of single microcalcifications."""
 
     #: Median of the log-normal MC size (largest diameter, mm). Radiology reports MCs of
-    #: 0.1-1 mm, most below 0.5 mm; a log-normal with median 0.3 mm and log-sigma 0.5 puts
-    #: ~85 % of MCs below 0.5 mm and ~1 % above 1 mm (those are clipped to the range).
+    #: 0.1-1 mm, most below 0.5 mm; a log-normal with median 0.3 mm and log-sigma 0.35 puts
+    #: ~93 % of MCs below 0.5 mm (sizes are clipped to ``size_range_mm``).
     size_median_mm: float = 0.3
-    #: Log-sigma of the size distribution (see ``size_median_mm``). 0.35 (94 % below 0.5 mm)
-    #: rather than 0.5: the realism benchmark (docs/realism.md) found the CNR tail of 0.5
-    #: longer than that of real mini-MIAS MCs (90th percentile 15.9 vs 11.6; 0.35 gives 14.2).
+    #: Log-sigma of the size distribution (see ``size_median_mm``). 0.35 rather than a first
+    #: guess of 0.5: with the calibrated contrast, 0.5 gave more large, high-CNR MCs than the
+    #: real mini-MIAS MCs show (docs/realism.md).
     size_log_sigma: float = 0.35
     #: Hard limits of the MC size (mm): 0.1 mm is the smallest MC reported on mammograms,
     #: 1 mm the usual upper bound of "micro"calcifications.
@@ -208,11 +208,11 @@ class ContrastConfig:
     #: (~0.15 mm of mean pixel thickness at 0.1 mm pixels); one normalised unit is roughly
     #: 0.5-1 log units of the breast's 1-99 % range and m(b) ~ 0.75 on average, so ~0.8-3 per
     #: mm. (Raw physics, Delta-mu of hydroxyapatite vs tissue ~2-3 /mm at 20 keV before
-    #: scatter, gives the same order.) With this range about half of the drawn MCs (nearly
-    #: all of those < 0.25 mm) fall below the visibility CNR on typical backgrounds.
+    #: scatter, gives the same order.)
     #: That first estimate, 0.8-3, made synthetic MCs 2.6x brighter than the real MC-like
     #: spots of mini-MIAS (median contrast 0.188 vs 0.071, docs/realism.md); 0.2-0.6 matches
-    #: them (0.079; KS D 0.17 for contrast, 0.12 for CNR on 30 real spots).
+    #: them (0.079; KS D 0.17 for contrast, 0.12 for CNR on 30 real spots). With it only
+    #: ~12 % of drawn MCs reach the visibility CNR at 0.2 mm: real film MCs are faint.
     attenuation_per_mm_range: tuple[float, float] = (0.2, 0.6)
     #: Per-MC log-normal spread of the attenuation around the sample's value: MCs differ in
     #: mineral density and composition (hydroxyapatite vs calcium oxalate). 0.15 (was 0.25)
