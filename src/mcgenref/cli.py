@@ -122,6 +122,21 @@ def synth(
     )
 
 
+@app.command()
+@user_errors
+def example(
+    out: Annotated[Path, typer.Option("--out", help="Image to write: .dcm (DICOM MG) or .png (16-bit).")] = Path("example.dcm"),
+    seed: Annotated[int, typer.Option("--seed", help="The example is fully determined by its seed.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing example.")] = False,
+) -> None:
+    """Write a generated example mammogram (0.2 mm) with known MC clusters, and its exact mask
+    as <stem>_truth/<stem>.png beside it (for 'mcgenref evaluate')."""
+    from mcgenref.synthesis.example import write_example
+
+    info = write_example(out, seed=seed, overwrite=overwrite)
+    typer.echo(f"{info['image']}: {info['n_visible']} visible MCs (mask in {info['truth']})")
+
+
 @app.command("train-segmentor")
 @user_errors
 def train_segmentor_command(

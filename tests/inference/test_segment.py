@@ -173,3 +173,14 @@ def test_segment_then_evaluate_against_masks(specks_png: Path, tmp_path: Path) -
     bad = runner.invoke(app, ["evaluate", "--pred", str(pred), "--truth", str(truth), "--out",
                               str(out), "--truth-format", "xml"])
     assert bad.exit_code == 2 and bad.output.startswith("error:")
+
+
+def test_fill_outside_extends_nearest_breast_value() -> None:
+    from mcgenref.inference.segment import fill_outside
+
+    image = np.arange(25, dtype=np.float32).reshape(5, 5)
+    region = np.zeros((5, 5), bool)
+    region[1:4, 1:4] = True
+    filled = fill_outside(image, region)
+    assert np.array_equal(filled[region], image[region])
+    assert filled[0, 2] == image[1, 2] and filled[4, 4] == image[3, 3] and filled[2, 0] == image[2, 1]
