@@ -184,3 +184,14 @@ def test_fill_outside_extends_nearest_breast_value() -> None:
     filled = fill_outside(image, region)
     assert np.array_equal(filled[region], image[region])
     assert filled[0, 2] == image[1, 2] and filled[4, 4] == image[3, 3] and filled[2, 0] == image[2, 1]
+
+
+def test_skin_margin_spares_the_chest_wall_edge() -> None:
+    from mcgenref.inference.segment import inside_skin_margin
+
+    region = np.zeros((100, 100), bool)
+    region[20:80, :60] = True  # touches the left image border (chest wall)
+    kept = inside_skin_margin(region, (0.1, 0.1), 1.0)
+    assert kept[50, 0] and kept[50, 45] and not kept[50, 55] and not kept[22, 30]
+    assert kept.sum() == 40 * 50  # rows 30..69, cols 0..49 (edge within 1 mm removed)
+    assert np.array_equal(inside_skin_margin(region, (0.1, 0.1), 0.0), region)

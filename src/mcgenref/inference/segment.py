@@ -71,6 +71,24 @@ def fill_outside(image: np.ndarray, region: np.ndarray) -> np.ndarray:
     return image[rows, cols]
 
 
+def inside_skin_margin(region: np.ndarray, spacing_mm: tuple[float, float],
+                       margin_mm: float) -> np.ndarray:
+    """``region`` without the pixels closer than ``margin_mm`` to its edge, where the edge on
+    the image border (the chest wall, cut by the detector) does not count."""
+    if margin_mm <= 0 or not region.any():
+        return region
+    from scipy import ndimage
+
+    # on a grid of ~0.5 mm: the margin needs no finer precision, and full-field DICOMs are big
+    k = max(1, int(0.5 / max(spacing_mm)))
+    coarse = region[::k, ::k]
+    padded = np.pad(coarse, 1, mode="edge")  # the region continues beyond the image border
+    step = (spacing_mm[0] * k, spacing_mm[1] * k)
+    dist = ndimage.distance_transform_edt(padded, sampling=step)[1:-1, 1:-1]
+    keep = np.repeat(np.repeat(dist > margin_mm, k, axis=0), k, axis=1)
+    return region & keep[: region.shape[0], : region.shape[1]]
+
+
 def default_model_path() -> Path:
     """The segmentor shipped inside the package (``mcgenref/weights/segmentor``)."""
     return Path(str(resources.files("mcgenref") / "weights" / "segmentor"))
@@ -91,6 +109,12 @@ class SegmentConfig:
             seams at a third of the cost of 0.5.
         batch_size: windows per forward pass.
         exclude_pectoral: do not search the pectoral muscle (MLO views).
+        skin_margin_mm: search only this far inside the breast mask's skin edge (the mask
+            itself already ends ~2 mm inside the skin). The breast periphery, where tissue
+            thins and intensity falls steeply to the skin line, is where both detectors put
+            most false clusters on film (measured on mini-MIAS normals), and the training
+            patches (>= 95 % breast) rarely show it. Edges on the image border (the chest
+            wall) are not skin and are not eroded. 0 disables it.
         cluster_rule: how MCs are grouped (see mcgenref.evaluation.clusters).
         classical: the classical detector's scales.
     """
@@ -102,6 +126,7 @@ class SegmentConfig:
     overlap: float = 0.25
     batch_size: int = 8
     exclude_pectoral: bool = True
+    skin_margin_mm: float = 5.0
     cluster_rule: ClusterRule = field(default_factory=ClusterRule)
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
 
@@ -110,6 +135,8 @@ class SegmentConfig:
             raise ValueError("threshold must be strictly between 0 and 1")
         if not 0.0 <= self.overlap < 0.95:
             raise ValueError("overlap must be in [0, 0.95)")
+        if not 0.0 <= self.skin_margin_mm <= 50.0:
+            raise ValueError("skin_margin_mm must be between 0 and 50")
         if self.window_px < 32 or self.batch_size < 1:
             raise ValueError("window_px must be >= 32 and batch_size >= 1")
 
@@ -228,8 +255,11 @@ class Segmenter:
         if not region.any():
             raise InputError(f"{path}: no breast region found")
         norm = fit_normalization(raw, region)
-        image = norm.apply(raw).astype(np.float32)
         spacing = (float(meta.pixel_spacing_mm[0]), float(meta.pixel_spacing_mm[1]))
+        region = inside_skin_margin(region, spacing, self.config.skin_margin_mm)
+        if not region.any():
+            raise InputError(f"{path}: no breast region left inside the skin margin")
+        image = norm.apply(raw).astype(np.float32)
         timings["preprocess_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         extra: dict[str, Any] = {}
