@@ -1,7 +1,8 @@
 """Synthesis throughput: pairs per second per core, in memory, through the on-the-fly dataset.
 
-Measures what training sees: ``SyntheticMCStream`` items (tensors) at 256x256 on real
-mini-MIAS negatives (0.2 mm) and on procedural backgrounds, without writing files. Preparing
+Measures on-the-fly synthesis as a DataLoader delivers it: ``SyntheticMCStream`` items
+(tensors; the trainer's map-style dataset calls the same ``generate_sample``) at 256x256 on
+real mini-MIAS negatives (0.2 mm) and on procedural backgrounds, without writing files. Preparing
 the negatives (reading, breast masks) is a one-off cost reported separately.
 
     python benchmarks/synth_throughput.py [--seconds 20] [--out benchmarks/results/synth_throughput]

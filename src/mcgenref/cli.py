@@ -49,7 +49,6 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        warnings.showwarning = _show_warning
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("default", McGenRefWarning)  # each distinct one once
@@ -134,7 +133,8 @@ def example(
     from mcgenref.synthesis.example import write_example
 
     info = write_example(out, seed=seed, overwrite=overwrite)
-    typer.echo(f"{info['image']}: {info['n_visible']} visible MCs (mask in {info['truth']})")
+    hint = "" if out.suffix.lower() == ".dcm" else " (a PNG has no spacing: segment it with --pixel-spacing 0.2)"
+    typer.echo(f"{info['image']}: {info['n_visible']} visible MCs (mask in {info['truth']}){hint}")
 
 
 @app.command("train-segmentor")
@@ -148,7 +148,7 @@ def train_segmentor_command(
     config: Annotated[Path | None, typer.Option("--config", help="JSON TrainSegmentorConfig (missing keys keep defaults).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     steps: Annotated[int | None, typer.Option("--steps", help="Training steps (overrides the config).")] = None,
-    pixel_spacing: Annotated[str | None, typer.Option("--pixel-spacing", help="Spacing in mm of negatives whose files record none (one value or ROW,COL).")] = None,
+    pixel_spacing: Annotated[str | None, typer.Option("--pixel-spacing", help="Pixel spacing in mm of the negatives (one value or ROW,COL); overrides the files' own. Without negatives it sets the procedural backgrounds' spacing.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last checkpoint.")] = False,
 ) -> None:
     """Train the segmentor on synthetic MCs injected on the fly (runs under torchrun too)."""
@@ -171,7 +171,7 @@ def segment(
         str | None,
         typer.Option("--pixel-spacing", help="Pixel spacing in mm (one value or ROW,COL); overrides the files' own. Default where a file has none: 0.1 with a warning."),
     ] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Probability threshold (default: the model's operating point).")] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Probability threshold (default: the operating point chosen for the method; see the model card).")] = None,
     method: Annotated[str, typer.Option("--method", help="model (the segmentor) or classical (label-free DoG baseline).")] = "model",
     config: Annotated[Path | None, typer.Option("--config", help="JSON SegmentConfig (window size, overlap, cluster rule...).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images already finished in OUT.")] = False,

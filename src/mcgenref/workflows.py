@@ -109,7 +109,13 @@ def run_segment(
 
     from mcgenref.config import load_config
     from mcgenref.errors import McGenRefError, McGenRefWarning, OutputError
-    from mcgenref.inference.segment import SegmentConfig, Segmenter, is_done, write_outputs
+    from mcgenref.inference.segment import (
+        OUTPUT_SUFFIXES,
+        SegmentConfig,
+        Segmenter,
+        is_done,
+        write_outputs,
+    )
     from mcgenref.io import list_images, parse_pixel_spacing
     from mcgenref.io.atomic import check_writable_dir
 
@@ -125,15 +131,21 @@ def run_segment(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     spacing = parse_pixel_spacing(pixel_spacing) if pixel_spacing else None
-    paths = list_images([Path(p) for p in inputs])
+    out = Path(out)
+    # a rerun into the input folder must not take its own outputs for inputs
+    paths = [
+        p for p in list_images([Path(p) for p in inputs])
+        if not (p.parent.resolve() == out.resolve() and p.name.endswith(OUTPUT_SUFFIXES))
+    ]
+    if not paths:
+        raise ConfigError("no input image to segment")
     stems: dict[str, Path] = {}
     for p in paths:
         if p.stem in stems:
             raise ConfigError(f"two inputs share the name {p.stem!r}: {stems[p.stem]} and {p}")
         stems[p.stem] = p
-    out = Path(out)
     check_writable_dir(out)
-    segmenter = Segmenter(config, model, device)
+    segmenter = Segmenter(config, model, device, pixel_spacing_mm=spacing)
     settings = segmenter.settings()
     todo = []
     skipped = []
@@ -152,7 +164,7 @@ def run_segment(
 
     def one(stem: str, p: Path) -> None:
         try:
-            result = segmenter.segment(p, spacing, stem=stem)
+            result = segmenter.segment(p, stem=stem)
             write_outputs(result, out)
             done.append(stem)
         except OutputError:
@@ -199,6 +211,8 @@ def run_evaluate(
         raise ConfigError("--truth-format must be masks, inbreast or mias")
     if n_bootstrap < 1:
         raise ConfigError("--bootstrap must be at least 1")
+    if seed < 0:
+        raise ConfigError("--seed must be non-negative")
     check_writable_dir(Path(out))
     metrics = evaluate_predictions(
         pred, truth, truth_format, out, tolerance_mm=tolerance_mm,

@@ -83,13 +83,19 @@ def test_rerun_skips_and_other_settings_need_overwrite(specks_png: Path, tmp_pat
     assert (out / "case one_meta.json").stat().st_mtime_ns == before
     res = runner.invoke(app, [*args, "--threshold", "0.7"])
     assert res.exit_code == 2 and "--overwrite" in res.output
+    res = runner.invoke(app, [*args, "--pixel-spacing", "0.2"])  # another spacing: other results
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    (out / "case one_overlay.png").unlink()  # an incomplete image is simply redone
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "1 segmented" in res.output
     assert runner.invoke(app, [*args, "--threshold", "0.7", "--overwrite"]).exit_code == 0
     assert json.loads((out / "case one_meta.json").read_text())["threshold"] == 0.7
 
 
 def test_model_path_resamples_to_model_spacing(specks_png: Path, tiny_model: Path) -> None:
-    seg = Segmenter(SegmentConfig(window_px=64), model_path=tiny_model, device="cpu")
-    result = seg.segment(specks_png, pixel_spacing_mm=0.1)
+    seg = Segmenter(SegmentConfig(window_px=64), model_path=tiny_model, device="cpu",
+                    pixel_spacing_mm=0.1)
+    result = seg.segment(specks_png)
     assert result.prob.shape == (400, 300)
     det = result.meta["detector"]
     assert det["model_pixel_spacing_mm"] == [0.2, 0.2]

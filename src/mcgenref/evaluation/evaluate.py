@@ -24,8 +24,8 @@ What is computed (see :mod:`mcgenref.evaluation.metrics` for the formulas and 0/
   predicted MCs grouped by :func:`mcgenref.evaluation.clusters.group_clusters` (scores = peak
   probabilities), a circle found within ``cluster_tolerance_mm``;
 * FROC curves for objects and clusters by sweeping a threshold over ``<stem>_prob.png``:
-  candidates labelled once at the lowest threshold (positions = peak pixels, scores = peak
-  probabilities, see :mod:`~mcgenref.evaluation.metrics`); thresholds
+  at each threshold the detections are the components of ``prob >= t`` (positions = peak
+  pixels, scores = peak probabilities, see :mod:`~mcgenref.evaluation.metrics`); thresholds
   ``linspace(0.05, 0.95, n_thresholds)`` plus the operating thresholds of the ``meta`` files;
 * bootstrap percentile 95% confidence intervals, resampling images (cluster sensitivity over
   the abnormal images, false clusters over the normal ones).
@@ -479,8 +479,8 @@ def evaluate_predictions(pred_dir: str | Path, truth_path: str | Path,
             "conventions": ("pixel ratios with a zero denominator are 1.0; object hit = centre "
                             "distance <= tolerance_mm, one-to-one; cluster found when a member "
                             "MC lies within radius + cluster_tolerance_mm of the circle centre; "
-                            "FROC candidates = components at the lowest threshold, scored by "
-                            "their peak probability"),
+                            "FROC detections at threshold t = components of prob >= t, placed "
+                            "at and scored by their peak"),
         },
         "stems": sorted(pairs),
         "unmatched": {"predictions_without_truth": pred_only,

@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 
 import mcgenref
 from mcgenref.config import to_dict
-from mcgenref.errors import ConfigError, InputError
+from mcgenref.errors import ConfigError, InputError, McGenRefError, McGenRefWarning
 from mcgenref.evaluation.clusters import ClusterRule
 from mcgenref.inference.classical import ClassicalConfig, classical_score
 from mcgenref.inference.postprocess import (
@@ -103,7 +104,9 @@ class SegmentConfig:
         threshold: probability threshold for the MC mask; ``None`` takes the operating point
             recorded with the model (``model.json`` ``operating_point``), or
             ``classical_threshold`` for the classical method.
-        classical_threshold: default threshold of the classical score (0.5 = ``cnr_half``).
+        classical_threshold: threshold of the classical score (0.5 means CNR = ``cnr_half``);
+            ``None`` takes the classical operating point recorded with the shipped model
+            (chosen on the same development data by the same rule), else 0.5.
         window_px: sliding-window side on the model's grid; 256 is the training patch size.
         overlap: fraction of overlap between windows; 0.25 with Gaussian blending removes
             seams at a third of the cost of 0.5.
@@ -121,7 +124,7 @@ class SegmentConfig:
 
     method: Literal["model", "classical"] = "model"
     threshold: float | None = None
-    classical_threshold: float = 0.5
+    classical_threshold: float | None = None
     window_px: int = 256
     overlap: float = 0.25
     batch_size: int = 8
@@ -168,42 +171,74 @@ class Segmenter:
         config: SegmentConfig | None = None,
         model_path: str | Path | None = None,
         device: str = "auto",
+        pixel_spacing_mm: float | tuple[float, float] | None = None,
     ) -> None:
         from mcgenref.training.segmentor import resolve_device
 
         self.config = config or SegmentConfig()
-        self.device = resolve_device(device)
+        self.pixel_spacing_mm = pixel_spacing_mm
         self.model = None
         self.model_meta: dict[str, Any] = {}
         self.model_info: dict[str, Any] = {"name": "classical-dog", "sha256": None}
+        self.model_spacing: tuple[float, float] | None = None
+        self.percentiles = (1.0, 99.0)
+        # the classical method needs no device: "--device cuda" must not fail on a CPU box
+        self.device = resolve_device(device if self.config.method == "model" else "cpu")
         if self.config.method == "model":
             from mcgenref.models.checkpoint import load_model
 
             path = Path(model_path) if model_path is not None else default_model_path()
             self.model, self.model_meta = load_model(path, self.device)
-            weights = self.model_meta["weights"]
             self.model_info = {
                 "name": self.model_meta.get("name", Path(self.model_meta["path"]).name),
                 "path": str(path),
-                "sha256": weights["sha256"],
+                "sha256": self.model_meta["weights"]["sha256"],
             }
-            extra = self.model_meta.get("extra", {})
-            spacing = extra.get("pixel_spacing_mm")
-            self.model_spacing = (float(spacing[0]), float(spacing[1])) if spacing else None
-            multiple = int(extra.get("size_multiple", 16))
-            if self.config.window_px % multiple:
-                raise ConfigError(f"window_px must be a multiple of {multiple} for this model")
+            self._read_contract(path)
         self.threshold = self._threshold()
         self.autocast = None
         if self.device.type == "cuda":
             self.autocast = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
+    def _read_contract(self, path: Path) -> None:
+        """The conventions the model was trained with (model.json ``extra``)."""
+        extra = self.model_meta.get("extra") or {}
+        try:
+            spacing = extra.get("pixel_spacing_mm")
+            if spacing:
+                self.model_spacing = (float(spacing[0]), float(spacing[1]))
+            intensity = extra.get("intensity") or {}
+            self.percentiles = (float(intensity.get("low_percentile", 1.0)),
+                                float(intensity.get("high_percentile", 99.0)))
+            multiple = int(extra.get("size_multiple", 16))
+            threshold = (self.model_meta.get("operating_point") or {}).get("threshold", 0.5)
+            float(threshold)
+        except (TypeError, ValueError, IndexError, AttributeError):
+            raise InputError(f"{path}: model.json 'extra' or 'operating_point' is malformed") from None
+        if self.model_spacing is None:
+            warnings.warn(
+                f"{path}: the model records no single training pixel spacing; images are "
+                "segmented at their own spacing", McGenRefWarning, stacklevel=3,
+            )
+        if self.config.window_px % multiple:
+            raise ConfigError(f"window_px must be a multiple of {multiple} for this model")
+
     def _threshold(self) -> float:
+        """The explicit threshold, else the operating point chosen for the method."""
         if self.config.threshold is not None:
             return float(self.config.threshold)
-        if self.config.method == "classical":
+        if self.config.method == "model":
+            return float((self.model_meta.get("operating_point") or {}).get("threshold", 0.5))
+        if self.config.classical_threshold is not None:
             return float(self.config.classical_threshold)
-        return float(self.model_meta.get("operating_point", {}).get("threshold", 0.5))
+        # the classical operating point is chosen with the shipped model's (model card)
+        try:
+            from mcgenref.models.checkpoint import read_model_meta
+
+            point = read_model_meta(default_model_path()).get("operating_point") or {}
+            return float(point.get("classical_threshold", 0.5))
+        except (McGenRefError, TypeError, ValueError, AttributeError):
+            return 0.5
 
     def settings(self) -> dict[str, Any]:
         """What determines the outputs (besides the input file): compared on reruns."""
@@ -212,6 +247,10 @@ class Segmenter:
             "method": self.config.method,
             "model_sha256": self.model_info["sha256"],
             "threshold": self.threshold,
+            "pixel_spacing_override_mm": (
+                None if self.pixel_spacing_mm is None else list(np.broadcast_to(
+                    np.asarray(self.pixel_spacing_mm, dtype=float), (2,)).tolist())
+            ),
             "config": to_dict(self.config),
         }
 
@@ -228,8 +267,7 @@ class Segmenter:
             self.config.batch_size, self.device, self.autocast,
         )
         prob = 1.0 / (1.0 + np.exp(-np.clip(result.logits, -60.0, 60.0)))
-        prob = np.where(work_region, prob, 0.0).astype(np.float32)
-        prob = np.clip(resample_to_shape(prob, image.shape, order=1), 0.0, 1.0)
+        prob = np.clip(resample_to_shape(prob.astype(np.float32), image.shape, order=1), 0.0, 1.0)
         prob = np.where(region, prob, 0.0).astype(np.float32)  # no bleeding across the edge
         info = {
             "model_pixel_spacing_mm": list(target),
@@ -240,10 +278,10 @@ class Segmenter:
         }
         return prob, info
 
-    def segment(self, path: str | Path, pixel_spacing_mm: float | tuple[float, float] | None = None,
-                stem: str | None = None) -> SegmentationResult:
+    def segment(self, path: str | Path, stem: str | None = None) -> SegmentationResult:
         """Segment one image file (see the module docstring)."""
         path = Path(path)
+        pixel_spacing_mm = self.pixel_spacing_mm
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         raw, meta = read_image(path, pixel_spacing_mm=pixel_spacing_mm)
@@ -254,7 +292,7 @@ class Segmenter:
         region = breast.breast if self.config.exclude_pectoral else breast.breast | breast.pectoral
         if not region.any():
             raise InputError(f"{path}: no breast region found")
-        norm = fit_normalization(raw, region)
+        norm = fit_normalization(raw, region, *self.percentiles)
         spacing = (float(meta.pixel_spacing_mm[0]), float(meta.pixel_spacing_mm[1]))
         region = inside_skin_margin(region, spacing, self.config.skin_margin_mm)
         if not region.any():
@@ -346,7 +384,8 @@ def write_outputs(result: SegmentationResult, out_dir: Path) -> dict[str, float]
 
 
 def is_done(out_dir: Path, stem: str, settings: dict[str, Any]) -> bool | None:
-    """True: finished with these settings; False: finished with others; None: not finished."""
+    """True: finished with these settings; False: finished with others; None: not finished
+    (no record, an unreadable one, or a file missing: the image is simply redone)."""
     meta_path = out_dir / f"{stem}_meta.json"
     if not meta_path.is_file():
         return None
@@ -354,6 +393,8 @@ def is_done(out_dir: Path, stem: str, settings: dict[str, Any]) -> bool | None:
         previous = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if not isinstance(previous, dict):
+        return None
     if previous.get("settings") != json.loads(json.dumps(settings)):
         return False
-    return all((out_dir / f"{stem}{s}").is_file() for s in OUTPUT_SUFFIXES)
+    return True if all((out_dir / f"{stem}{s}").is_file() for s in OUTPUT_SUFFIXES) else None

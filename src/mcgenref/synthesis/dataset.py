@@ -65,6 +65,13 @@ class SynthRunConfig:
     procedural_spacing_mm: tuple[float, float] = (0.1, 0.1)
     preview_count: int = 6
 
+    def __post_init__(self) -> None:
+        from mcgenref.io.spacing import validate_spacing
+
+        validate_spacing(self.procedural_spacing_mm)
+        if not 0 <= self.preview_count <= 100:
+            raise ValueError("preview_count must be between 0 and 100")
+
 
 def intensity_to_png(image: np.ndarray) -> np.ndarray:
     scaled = (image.astype(np.float64) - PNG_VALUE_MIN) / (PNG_VALUE_MAX - PNG_VALUE_MIN)

@@ -78,7 +78,7 @@ def example_mammogram(seed: int = 0, spacing_mm: float = EXAMPLE_SPACING_MM) -> 
                             spacing_mm=spacing)
 
 
-def _dicom_bytes(example: ExampleMammogram) -> bytes:
+def _dicom_bytes(example: ExampleMammogram, seed: int) -> bytes:
     import io
 
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -89,11 +89,11 @@ def _dicom_bytes(example: ExampleMammogram) -> bytes:
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     # Digital Mammography X-Ray Image Storage - For Presentation
     ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["mcgenref-example", "sop"])
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["mcgenref-example", str(seed), "sop"])
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=["mcgenref-example", "study"])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["mcgenref-example", "series"])
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=["mcgenref-example", str(seed), "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["mcgenref-example", str(seed), "series"])
     ds.Modality = "MG"
     ds.PatientName = "SYNTHETIC^EXAMPLE"
     ds.PatientID = "MCGENREF-EXAMPLE"
@@ -122,15 +122,20 @@ def write_example(path: str | Path, seed: int = 0, overwrite: bool = False) -> d
     suffix = path.suffix.lower()
     if suffix not in (".dcm", ".png"):
         raise ConfigError(f"{path}: the example is written as .dcm or .png")
+    if seed < 0:
+        raise ConfigError("--seed must be non-negative")
     truth_dir = path.parent / f"{path.stem}_truth"
     if not overwrite and (path.exists() or truth_dir.exists()):
         raise OutputError(f"{path} or {truth_dir} exists (use --overwrite)")
     check_writable_dir(path.parent if str(path.parent) else Path("."))
     example = example_mammogram(seed)
-    truth_dir.mkdir(exist_ok=True)
+    try:
+        truth_dir.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {truth_dir}: {exc.strerror or exc}") from None
     write_png_atomic(truth_dir / f"{path.stem}.png", example.mask * 255)
     if suffix == ".dcm":
-        write_bytes_atomic(path, _dicom_bytes(example))
+        write_bytes_atomic(path, _dicom_bytes(example, seed))
     else:
         write_png_atomic(path, example.pixels)
     visible = [m for m in example.mcs if m["visible"]]

@@ -142,6 +142,9 @@ class TrainSegmentorConfig:
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
 
     def __post_init__(self) -> None:
+        from mcgenref.io.spacing import validate_spacing
+
+        validate_spacing(self.procedural_spacing_mm)
         multiple = size_multiple(self.model)
         if self.synthesis.patch_size_px % multiple:
             raise ValueError(
