@@ -84,7 +84,7 @@ def test_evaluate_masks_end_to_end(tmp_path: Path):
     assert obj["fp_per_cm2"] == pytest.approx(2 / (0.14 + 0.16))
     froc = obj["froc"]
     th = np.array(froc["thresholds"])
-    assert len(th) == 19 and th[0] == pytest.approx(0.05) and 0.5 in th.round(6)
+    assert len(th) == 19 + 7 and th[-1] == pytest.approx(0.999) and th[0] == pytest.approx(0.05) and 0.5 in th.round(6)
     sens = dict(zip(th.round(2), froc["sensitivity"]))
     fpi = dict(zip(th.round(2), froc["fp_per_image"]))
     assert (sens[0.05], fpi[0.05]) == (1.0, 1.0)

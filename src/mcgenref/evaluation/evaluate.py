@@ -26,7 +26,9 @@ What is computed (see :mod:`mcgenref.evaluation.metrics` for the formulas and 0/
 * FROC curves for objects and clusters by sweeping a threshold over ``<stem>_prob.png``:
   at each threshold the detections are the components of ``prob >= t`` (positions = peak
   pixels, scores = peak probabilities, see :mod:`~mcgenref.evaluation.metrics`); thresholds
-  ``linspace(0.05, 0.95, n_thresholds)`` plus the operating thresholds of the ``meta`` files;
+  ``linspace(0.05, 0.95, n_thresholds)``, then ``HIGH_THRESHOLDS`` (0.96 to 0.999: a
+  confident model's operating point lies there), plus the operating thresholds of the
+  ``meta`` files;
 * bootstrap percentile 95% confidence intervals, resampling images (cluster sensitivity over
   the abnormal images, false clusters over the normal ones).
 
@@ -79,6 +81,9 @@ DEFAULT_CLUSTER_TOLERANCE_MM = 2.0
 DEFAULT_N_THRESHOLDS = 50
 #: The range of the FROC threshold sweep (probabilities).
 THRESHOLD_RANGE = (0.05, 0.95)
+#: Added above THRESHOLD_RANGE: a network trained with a focal loss saturates, and its useful
+#: operating points (few false clusters) lie between 0.95 and 1.
+HIGH_THRESHOLDS = (0.96, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999)
 CONFIDENCE = 0.95
 #: At most this many FROC candidates per image (the strongest); lower thresholds, where more
 #: would be alive, are left out of the curve (NaN) for that image's data set.
@@ -550,7 +555,7 @@ def evaluate_predictions(pred_dir: str | Path, truth_path: str | Path,
         }
 
     # FROC --------------------------------------------------------------------------------------
-    thresholds = np.linspace(*THRESHOLD_RANGE, int(n_thresholds))
+    thresholds = np.concatenate([np.linspace(*THRESHOLD_RANGE, int(n_thresholds)), HIGH_THRESHOLDS])
     ops = sorted(t for t in op_thresholds if 0 < t <= 1)
     # rounded so that an operating threshold equal to a grid value is not added twice
     thresholds = np.unique(np.round(np.concatenate([thresholds, ops]), 9))
