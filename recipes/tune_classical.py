@@ -8,7 +8,7 @@ Search space: ``sigma_spot_mm`` in [0.05, 0.2], ``sigma_background_mm`` in [0.3,
 clusters per normal image (the FROC region that matters), on the 8 mini-MIAS calcification
 images (development data) and the first ``--normals`` training-split normals (never the
 held-out women). TPE sampler with a fixed seed; trial 0 is the current default. Prints the
-best parameters and writes them to runs/classical_tuning.json; ClassicalConfig's defaults are
+best parameters and writes them to benchmarks/results/classical_tuning.json; ClassicalConfig's defaults are
 set from that file by hand (the model card records the result).
 """
 
@@ -80,7 +80,7 @@ def main() -> None:
               "default_value": study.trials[0].value, "trials": args.trials,
               "images": f"{len(calc_refs())} calcification + {args.normals} training normals",
               "objective": f"mean cluster sensitivity at {FP_RATES} false clusters per normal"}
-    out = REPO / "runs" / "classical_tuning.json"
+    out = REPO / "benchmarks" / "results" / "classical_tuning.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
