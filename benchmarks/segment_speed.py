@@ -41,9 +41,7 @@ ROWS, COLS, SPACING = 4096, 3328, 0.07
 
 
 def make_dicom(path: Path, seed: int = 0) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
+    from mcgenref.io.dicom_write import dataset_bytes, mammogram_dataset
     from mcgenref.synthesis.config import BackgroundConfig
     from mcgenref.synthesis.background import procedural_background
 
@@ -53,24 +51,18 @@ def make_dicom(path: Path, seed: int = 0) -> None:
     inside = ((r - ROWS / 2) / (0.45 * ROWS)) ** 2 + (c / (0.85 * COLS)) ** 2 <= 1
     img = np.where(inside, 1200 + 1800 * np.clip(texture, 0, 1.5), 80 + rng.normal(0, 5, (ROWS, COLS)))
     pixels = np.clip(img, 0, 4095).astype(np.uint16)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = ROWS, COLS
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.ImagerPixelSpacing = [SPACING, SPACING]
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    path.write_bytes(dataset_bytes(mammogram_dataset(pixels, (SPACING, SPACING))))
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM (Linux) belongs to the process image, unlike
+    ru_maxrss, which a child inherits from the parent it was forked from."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -12,6 +12,17 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The test machines are small and shared: several intra-op threads only contend."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def data_root() -> Path:
     return Path(os.environ.get("MCGENREF_DATA", REPO.parent / "shared" / "data"))
 

@@ -6,7 +6,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
 
 from mcgenref.inference.segment import SegmentConfig, Segmenter, default_model_path
 from mcgenref.synthesis.example import write_example

@@ -106,26 +106,10 @@ def test_model_path_resamples_to_model_spacing(specks_png: Path, tiny_model: Pat
 
 
 def test_no_patient_identifiers_in_outputs(tmp_path: Path) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from mcgenref.io.dicom_write import mammogram_dataset
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.PatientName = "SECRET^PERSON"
-    ds.PatientID = "ID-987654"
-    pixels = (_with_specks().astype(np.uint16) * 16)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.ImagerPixelSpacing = [0.1, 0.1]
-    ds.PixelData = pixels.tobytes()
+    pixels = _with_specks().astype(np.uint16) * 16
+    ds = mammogram_dataset(pixels, (0.1, 0.1), PatientName="SECRET^PERSON", PatientID="ID-987654")
     path = tmp_path / "img.dcm"
     ds.save_as(path, enforce_file_format=True)
     out = tmp_path / "out"

@@ -25,12 +25,6 @@ CONFIG = SegmentorConfig(channels=(8, 16, 32))
 EXTRA = {"pixel_spacing_mm": [0.1, 0.1], "patch_size_px": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture()

@@ -10,13 +10,6 @@ from mcgenref.errors import ConfigError
 from mcgenref.models.segmentor import SegmentorConfig, build_segmentor, size_multiple
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the test machines are small and shared: several intra-op threads only contend
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 CONFIGS = [

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -43,13 +43,6 @@ TINY = TrainSegmentorConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the test machines are small and shared: several intra-op threads only contend
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # --------------------------------------------------------------------------- loss and metric

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mcgenref.synthesis.background import procedural_background
-from mcgenref.synthesis.config import ClusterConfig, ContrastConfig, SynthesisConfig
+from mcgenref.synthesis.config import SynthesisConfig
 from mcgenref.synthesis.geometry import draw_sample_params
 from mcgenref.synthesis.render import render_sample
 
@@ -79,36 +79,15 @@ def example_mammogram(seed: int = 0, spacing_mm: float = EXAMPLE_SPACING_MM) -> 
 
 
 def _dicom_bytes(example: ExampleMammogram, seed: int) -> bytes:
-    import io
+    from mcgenref.io.dicom_write import dataset_bytes, mammogram_dataset
 
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    # Digital Mammography X-Ray Image Storage - For Presentation
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["mcgenref-example", str(seed), "sop"])
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=["mcgenref-example", str(seed), "study"])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["mcgenref-example", str(seed), "series"])
-    ds.Modality = "MG"
-    ds.PatientName = "SYNTHETIC^EXAMPLE"
-    ds.PatientID = "MCGENREF-EXAMPLE"
-    ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.ImageLaterality = "L"
-    ds.ViewPosition = "CC"
-    ds.Rows, ds.Columns = example.pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.ImagerPixelSpacing = [f"{example.spacing_mm[0]:g}", f"{example.spacing_mm[1]:g}"]
-    ds.PixelData = example.pixels.tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    ds = mammogram_dataset(
+        example.pixels, example.spacing_mm, bits_stored=12,
+        uid_entropy=["mcgenref-example", str(seed)],
+        PatientName="SYNTHETIC^EXAMPLE", PatientID="MCGENREF-EXAMPLE",
+        ImageLaterality="L", ViewPosition="CC",
+    )
+    return dataset_bytes(ds)
 
 
 def write_example(path: str | Path, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
