@@ -9,6 +9,7 @@ Heavy modules (torch, the synthesis engine) are imported inside the commands so 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -155,6 +156,8 @@ def train_segmentor_command(
     from mcgenref.workflows import run_train_segmentor
 
     summary = run_train_segmentor(out, negatives, config, device, steps, pixel_spacing, resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line, from rank 0
+        return
     typer.echo(
         f"step {summary['step']}/{summary['steps']}: validation Dice {summary['val_dice']} -> {summary['run_dir']}"
     )
