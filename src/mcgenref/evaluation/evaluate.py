@@ -132,6 +132,8 @@ def read_prediction(pred_dir: str | Path, stem: str) -> Prediction:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {meta_path}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{meta_path}: not a JSON object")
     try:
         sp = [float(v) for v in meta["pixel_spacing_mm"]]
         if len(sp) != 2 or not all(math.isfinite(v) and v > 0 for v in sp):
@@ -167,7 +169,11 @@ def read_prediction(pred_dir: str | Path, stem: str) -> Prediction:
         raise InputError(f"{stem}: neither {mask_path.name} nor {prob_path.name} in {d}")
     shape = mask.shape
     size = meta.get("image_size")
-    if size is not None and tuple(int(v) for v in size) != tuple(shape):
+    try:
+        size = None if size is None else tuple(int(v) for v in size)
+    except (TypeError, ValueError):
+        raise InputError(f"{meta_path}: 'image_size' must be [rows, cols]") from None
+    if size is not None and size != tuple(shape):
         raise InputError(f"{stem}: mask is {shape[0]}x{shape[1]} but meta image_size is {size}")
     if prob is not None and prob.shape != shape:
         raise InputError(f"{stem}: prob map {prob.shape} and mask {shape} differ in shape")
