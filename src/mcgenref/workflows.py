@@ -14,23 +14,9 @@ from mcgenref.errors import ConfigError
 
 
 def _progress():  # noqa: ANN202
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from mcgenref.progress import progress_bar
 
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    )
+    return progress_bar()
 
 
 def run_synth(

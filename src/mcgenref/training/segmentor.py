@@ -413,26 +413,15 @@ def _truncate_log(path: Path, last_step: int) -> None:
 
 
 def _progress_bar(enabled: bool):  # noqa: ANN202
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from mcgenref.progress import progress_bar
 
-    return Progress(
-        TextColumn("training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  val Dice {task.fields[dice]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
+    return progress_bar("training", "loss {task.fields[loss]}  val Dice {task.fields[dice]}", enabled)
 
 
 def _spacing_pair(value: Any) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return (float(value), float(value))
-    row, col = value
-    return (float(row), float(col))
+    from mcgenref.io.spacing import validate_spacing
+
+    return None if value is None else validate_spacing(value)
 
 
 def _prepare_run_folder(
