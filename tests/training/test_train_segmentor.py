@@ -254,7 +254,9 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
         from mcgenref.training.segmentor import TrainSegmentorConfig, train_segmentor
         config = from_dict(TrainSegmentorConfig, json.loads(sys.argv[1]))
         summary = train_segmentor(config, None, {str(run)!r}, device="cpu", progress=False)
-        print("SUMMARY", summary["world_size"], summary["step"], flush=True)
+        # one write per rank: both ranks share the pipe and finish together
+        sys.stdout.write("SUMMARY %d %d\\n" % (summary["world_size"], summary["step"]))
+        sys.stdout.flush()
     """))
     from mcgenref.config import to_dict
 

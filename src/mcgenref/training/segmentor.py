@@ -525,8 +525,13 @@ def train_segmentor(
     rng_devices = [device.index or 0] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=rng_devices):
-            return _train(config, paths, pixel_spacing_mm, out_dir, device, ddp, amp_dtype,
-                          checkpoint, total_steps, progress, stop_at_step)
+            summary = _train(config, paths, pixel_spacing_mm, out_dir, device, ddp, amp_dtype,
+                             checkpoint, total_steps, progress, stop_at_step)
+        if ddp.owns_group:
+            # rank 0 hosts the rendezvous store: no rank may tear the group down while
+            # another still uses it (seen as an abort at exit on gloo)
+            dist.barrier()
+        return summary
     finally:
         torch.use_deterministic_algorithms(previous_deterministic)
         if ddp.owns_group:
