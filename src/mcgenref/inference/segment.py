@@ -151,7 +151,7 @@ class SegmentationResult:
     """Everything about one segmented image, on the input's own pixel grid."""
 
     stem: str
-    image: np.ndarray  # float32, as read (dense bright)
+    image: np.ndarray  # float32, normalised inside the breast (dense bright)
     region: np.ndarray  # bool, the searched breast region
     prob: np.ndarray  # float32 in [0, 1]
     detections: Detections
@@ -166,6 +166,8 @@ class Segmenter:
         model_path: a model folder (``model.json`` + ``model.safetensors``); ``None`` = the
             shipped default. Ignored for ``method="classical"``.
         device: ``auto``, ``cpu`` or ``cuda``; autocast (bf16, else fp16) is used on CUDA.
+        pixel_spacing_mm: overrides the files' spacing (one value or (row, col)); files that
+            record none get :data:`mcgenref.io.meta.DEFAULT_PIXEL_SPACING_MM` with a warning.
     """
 
     def __init__(
