@@ -204,18 +204,25 @@ def run_evaluate(
         pred, truth, truth_format, out, tolerance_mm=tolerance_mm,
         cluster_tolerance_mm=cluster_tolerance_mm, n_bootstrap=n_bootstrap, seed=seed,
     )
+
+    def num(value: object, digits: int) -> str:
+        # a metric is None when undefined (e.g. sensitivity with no truth MC: only normals)
+        return "n/a" if value is None else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
+
     parts = []
     if "pixel" in metrics:
         p = metrics["pixel"]["pooled"]
-        parts.append(f"pixel Dice {p['dice']:.3f} recall {p['recall']:.3f}")
+        parts.append(f"pixel Dice {num(p.get('dice'), 3)} recall {num(p.get('recall'), 3)}")
     if "object" in metrics and "sensitivity" in metrics["object"]:
         o = metrics["object"]
-        parts.append(f"MC sensitivity {o['sensitivity']:.3f} at {o['fp_per_image']:.2f} FP/image")
+        parts.append(
+            f"MC sensitivity {num(o['sensitivity'], 3)} at {num(o.get('fp_per_image'), 2)} FP/image"
+        )
     if "cluster" in metrics and "sensitivity" in metrics["cluster"]:
         c = metrics["cluster"]
-        fpr = c["false_clusters_per_normal_image"]
+        fpr = c.get("false_clusters_per_normal_image")
         parts.append(
-            f"cluster sensitivity {c['sensitivity']:.3f} ({c['found']}/{c['n_truth_clusters']}) "
+            f"cluster sensitivity {num(c['sensitivity'], 3)} ({c['found']}/{c['n_truth_clusters']}) "
             f"at {fpr if fpr is None else round(fpr, 2)} false clusters/normal image"
         )
     metrics = dict(metrics)

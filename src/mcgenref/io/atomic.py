@@ -7,6 +7,7 @@ file. :func:`staged_directory` does the same for a whole output folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -102,14 +103,21 @@ def staged_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]
     try:
         yield stage
         old = None
-        if out.exists():
+        if overwrite and out.exists():
             old = parent / f".{out.name}.old-{os.getpid()}"
             os.replace(out, old)
         try:
+            # without overwrite, out is absent or empty here unless another run filled it
+            # meanwhile: the rename then fails (a non-empty folder is never replaced)
             os.replace(stage, out)
-        except OSError:
+        except OSError as exc:
             if old is not None:
                 os.replace(old, out)  # put the previous results back
+            elif exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise OutputError(
+                    f"output folder {out} was filled by another run meanwhile; its files are "
+                    "kept and this run's are discarded (use --overwrite)"
+                ) from None
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

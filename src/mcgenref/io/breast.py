@@ -326,8 +326,10 @@ def segment_breast(
 
     # chest-wall side from the tissue mass; near-ties decided by laterality
     half = fg.shape[1] // 2
-    mass_left = float(np.sum(g[:, :half] * fg[:, :half]) - np.sum(g[:, -half:] * fg[:, -half:]))
-    total = float(np.sum(g * fg)) or 1.0
+    # tissue mass above the air level, so that offsets (signed or rescaled data) do not matter
+    above = g - air
+    mass_left = float(np.sum(above[:, :half] * fg[:, :half]) - np.sum(above[:, -half:] * fg[:, -half:]))
+    total = float(np.sum(above * fg)) or 1.0
     if abs(mass_left) / total > 0.1 or meta.laterality not in ("L", "R"):
         left = mass_left >= 0
     else:

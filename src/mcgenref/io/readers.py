@@ -51,11 +51,13 @@ Every warning is stored in ``ImageMeta.warnings`` and also emitted with
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -475,11 +477,24 @@ def _read_pillow(path: Path, fmt: str) -> tuple[np.ndarray, int | None]:
     return arr, _bits_estimate(arr)
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence a library's logger: on corrupt input tifffile logs each bad tag to stderr
+    (lines that are not ``error:``/``warning:``); what matters reaches us as an exception."""
+    log = logging.getLogger(name)
+    previous = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(previous)
+
+
 def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, bool]:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tf:
+        with _quiet_logger("tifffile"), tifffile.TiffFile(path) as tf:
             pages = tf.pages
             if len(pages) == 0:
                 raise InputError(f"{path}: TIFF file without images")
