@@ -273,3 +273,36 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     assert json.loads((run / "run.json").read_text())["world_size"] == 2
     assert [e["step"] for e in _log(run)] == [1, 2, 3]
     load_model(run / "model")
+
+
+def test_ddp_error_on_rank0_only_stops_every_rank(tmp_path: Path) -> None:
+    """A non-empty run folder is checked on rank 0 only; rank 1 must stop too, not hang."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "mine.txt").write_text("keep")
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        from mcgenref.config import from_dict
+        from mcgenref.errors import McGenRefError
+        from mcgenref.training.segmentor import TrainSegmentorConfig, train_segmentor
+        config = from_dict(TrainSegmentorConfig, json.loads(sys.argv[1]))
+        try:
+            train_segmentor(config, None, {str(run)!r}, device="cpu", progress=False)
+        except McGenRefError as exc:
+            sys.stdout.write("REFUSED %s\\\\n" % ("not empty" in str(exc)))
+            sys.stdout.flush()
+    """))
+    from mcgenref.config import to_dict
+
+    config = dataclasses.replace(TINY, steps=2, batch_size=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+         str(script), json.dumps(to_dict(config))],
+        capture_output=True, text=True, timeout=90, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("REFUSED True") == 2
+    assert sorted(p.name for p in run.iterdir()) == ["mine.txt"]

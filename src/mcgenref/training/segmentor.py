@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 import mcgenref
 from mcgenref.config import load_config, to_dict
-from mcgenref.errors import ConfigError, InputError, OutputError
+from mcgenref.errors import ConfigError, InputError, McGenRefError, OutputError
 from mcgenref.io.atomic import check_writable_dir, write_bytes_atomic, write_json_atomic
 from mcgenref.models.checkpoint import (
     find_training_state,
@@ -509,13 +509,27 @@ def train_segmentor(
     paths = [str(p) for p in list_images([Path(p) for p in negatives])] if negatives else None
     ddp = _setup_distributed(str(device))
     main_process = ddp.rank == 0
-    config, paths, pixel_spacing_mm, checkpoint = _prepare_run_folder(
-        out_dir, config, paths, pixel_spacing_mm, resume, steps, check_empty=main_process
-    )
+    error: str | None = None
+    try:
+        device = resolve_device(device, ddp.local_rank)
+        config, paths, pixel_spacing_mm, checkpoint = _prepare_run_folder(
+            out_dir, config, paths, pixel_spacing_mm, resume, steps, check_empty=main_process
+        )
+        if main_process:
+            check_writable_dir(out_dir)
+    except McGenRefError as exc:
+        error = str(exc)
+    if ddp.world_size > 1:
+        # some checks run on rank 0 only (the run folder): every rank must learn of a failure,
+        # or the others would wait for rank 0 in the first collective until the timeout
+        errors: list[str | None] = [None] * ddp.world_size
+        dist.all_gather_object(errors, error)
+        error = next((e for e in errors if e is not None), None)
+    if error is not None:
+        if ddp.owns_group:
+            dist.destroy_process_group()
+        raise McGenRefError(error)
     total_steps = config.steps
-    device = resolve_device(device, ddp.local_rank)
-    if main_process:
-        check_writable_dir(out_dir)
     amp_dtype = _amp_dtype(config, device)
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     if config.deterministic:
