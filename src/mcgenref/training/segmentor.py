@@ -509,7 +509,7 @@ def train_segmentor(
     paths = [str(p) for p in list_images([Path(p) for p in negatives])] if negatives else None
     ddp = _setup_distributed(str(device))
     main_process = ddp.rank == 0
-    error: str | None = None
+    error: McGenRefError | None = None
     try:
         device = resolve_device(device, ddp.local_rank)
         config, paths, pixel_spacing_mm, checkpoint = _prepare_run_folder(
@@ -518,17 +518,21 @@ def train_segmentor(
         if main_process:
             check_writable_dir(out_dir)
     except McGenRefError as exc:
-        error = str(exc)
+        error = exc
     if ddp.world_size > 1:
         # some checks run on rank 0 only (the run folder): every rank must learn of a failure,
         # or the others would wait for rank 0 in the first collective until the timeout
-        errors: list[str | None] = [None] * ddp.world_size
-        dist.all_gather_object(errors, error)
-        error = next((e for e in errors if e is not None), None)
+        kinds = {cls.__name__: cls for cls in (ConfigError, InputError, OutputError, McGenRefError)}
+        mine = None if error is None else (type(error).__name__, str(error))
+        errors: list[tuple[str, str] | None] = [None] * ddp.world_size
+        dist.all_gather_object(errors, mine)
+        first = next((e for e in errors if e is not None), None)
+        if first is not None and error is None:
+            error = kinds.get(first[0], McGenRefError)(first[1])
     if error is not None:
         if ddp.owns_group:
             dist.destroy_process_group()
-        raise McGenRefError(error)
+        raise error
     total_steps = config.steps
     amp_dtype = _amp_dtype(config, device)
     previous_deterministic = torch.are_deterministic_algorithms_enabled()

@@ -1,0 +1,284 @@
+"""Seeds: the sparse condition of the generator (METHOD sections 4 and 5, step 2).
+
+A seed is one (possible) MC: a sub-pixel centre ``(row, col)`` in pixels, a size (largest
+diameter, mm) and a ``strength`` in [0, 1] (1 for a known MC; the peak probability for a
+candidate found in a segmentor's output). Seeds come either from synthesis records
+(:func:`seeds_from_records`, training) or from a probability map (:func:`seeds_from_probability`,
+TT-GPR), and :func:`render_seed_map` turns them into the seed map fed to the generator.
+
+Everything that is a length in the world is in mm and converted per axis with
+``spacing_mm = (row_spacing, col_spacing)``, so anisotropic pixels are handled right; centres
+follow the project convention (``x`` = column, ``y`` = row, pixel centres at integers).
+Pure numpy / scipy, deterministic, no randomness.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from skimage.morphology import local_maxima
+
+__all__ = [
+    "Seed",
+    "SeedConfig",
+    "render_seed_map",
+    "seeds_from_probability",
+    "seeds_from_records",
+]
+
+#: Blobs are cut at this many sigmas: exp(-4^2 / 2) = 3e-4 of the amplitude, below anything
+#: the network can tell from zero, and the window stays small (local rendering).
+_TRUNCATE_SIGMAS = 4.0
+
+
+@dataclass(frozen=True)
+class SeedConfig:
+    """How seeds are found and drawn.
+
+    Attributes:
+        nms_radius_mm: candidates closer than this (centre to centre, mm) are one seed. 0.5 mm
+            is about the size of a typical MC: two maxima nearer than that are one MC's
+            texture, while the MCs of a cluster are usually further apart.
+        min_prob: local maxima of the probability below this are not seeds. Low on purpose
+            (0.3, under the 0.5 decision threshold): TT-GPR exists to recover MCs the
+            segmentor half-saw, and the generator and surrogates decide later.
+        blob_sigma_scale: a seed's blob has ``sigma = size_mm * blob_sigma_scale`` (mm). 0.5
+            makes the blob's 1-sigma contour the MC's outline (diameter = 2 sigma = size).
+        min_sigma_mm: lower bound of the blob sigma (mm), so that a tiny MC still covers a
+            few pixels at the usual 0.05-0.1 mm spacing and the network can see it.
+        size_range_mm: sizes estimated from a probability map are clipped to this range
+            (mm); it spans the MCs the synthesis draws, and keeps a merged blob of several
+            MCs or a one-pixel speck from giving an absurd seed.
+    """
+
+    nms_radius_mm: float = 0.5
+    min_prob: float = 0.3
+    blob_sigma_scale: float = 0.5
+    min_sigma_mm: float = 0.1
+    size_range_mm: tuple[float, float] = (0.1, 1.0)
+
+    def __post_init__(self) -> None:
+        if not self.nms_radius_mm >= 0.0:
+            raise ValueError(f"nms_radius_mm must be >= 0, got {self.nms_radius_mm}")
+        if not 0.0 < self.min_prob <= 1.0:
+            raise ValueError(f"min_prob must be in (0, 1], got {self.min_prob}")
+        if not self.blob_sigma_scale > 0.0:
+            raise ValueError(f"blob_sigma_scale must be > 0, got {self.blob_sigma_scale}")
+        if not self.min_sigma_mm > 0.0:
+            raise ValueError(f"min_sigma_mm must be > 0, got {self.min_sigma_mm}")
+        low, high = self.size_range_mm
+        if not 0.0 < low <= high:
+            raise ValueError(
+                f"size_range_mm must satisfy 0 < low <= high, got {self.size_range_mm}"
+            )
+
+
+@dataclass(frozen=True)
+class Seed:
+    """One seed: centre in pixels (sub-pixel, ``row`` = y, ``col`` = x), size (mm), strength."""
+
+    row: float
+    col: float
+    size_mm: float
+    strength: float  # in [0, 1]: 1 for a known MC, the peak probability for a candidate
+
+    def __post_init__(self) -> None:
+        if not self.size_mm > 0.0:
+            raise ValueError(f"size_mm must be > 0, got {self.size_mm}")
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {self.strength}")
+
+
+def _check_spacing(spacing_mm: Sequence[float]) -> tuple[float, float]:
+    if len(spacing_mm) != 2 or not all(s > 0 for s in spacing_mm):
+        raise ValueError(f"spacing_mm must be (row, col) > 0, got {spacing_mm}")
+    return float(spacing_mm[0]), float(spacing_mm[1])
+
+
+def seeds_from_records(mcs: list[dict[str, Any]], only_visible: bool = True) -> list[Seed]:
+    """Seeds of the MCs of a synthesis record (``record["mcs"]``), in record order, strength 1.
+
+    ``only_visible``: skip MCs below the visibility threshold (they are not in the mask
+    either, so the generator is not taught to draw MCs the segmentor is told are absent).
+    """
+    return [
+        Seed(row=float(m["y_px"]), col=float(m["x_px"]), size_mm=float(m["size_mm"]), strength=1.0)
+        for m in mcs
+        if m["visible"] or not only_visible
+    ]
+
+
+def seeds_from_probability(
+    prob: np.ndarray,
+    spacing_mm: Sequence[float],
+    config: SeedConfig,
+    region: np.ndarray | None = None,
+) -> list[Seed]:
+    """Seeds at the local maxima of an MC probability map.
+
+    Args:
+        prob: float ``[H, W]`` in [0, 1] (``sigmoid`` of the segmentor logits).
+        spacing_mm: ``(row, col)`` pixel spacing in mm.
+        config: thresholds and radii.
+        region: optional bool ``[H, W]``; only maxima inside it become seeds (the candidate
+            region being refined). Sizes still see the whole map.
+
+    Returns:
+        Seeds, strongest first; equal strengths in raster order of their peak.
+
+    Steps:
+
+    1. Maxima: plateaus of ``prob`` higher than all their 8-neighbours
+       (:func:`skimage.morphology.local_maxima`); a plateau is one candidate at its centroid,
+       which matters because a saturated sigmoid gives flat tops of exactly 1.0. A one-pixel
+       maximum is refined per axis by the vertex of the parabola through it and its two
+       neighbours (sub-pixel).
+    2. ``peak >= min_prob``, then greedy non-maximum suppression: a candidate is dropped if
+       its centre is closer than ``nms_radius_mm`` (Euclidean, in mm) to a stronger kept one.
+    3. Size: the connected (8-) component of ``prob >= peak / 2`` holding the peak, inside a
+       window of half-width ``size_range_mm[1]`` mm and without the pixels nearer (in mm) to
+       another kept seed, so that the MCs of a tight cluster do not share one large
+       component; equivalent diameter ``2 sqrt(area / pi)`` in mm, clipped to
+       ``size_range_mm``.
+    """
+    prob = np.asarray(prob, dtype=np.float64)
+    if prob.ndim != 2:
+        raise ValueError(f"prob must be 2-D [H, W], got shape {prob.shape}")
+    if region is not None and np.shape(region) != prob.shape:
+        raise ValueError(f"region shape {np.shape(region)} != prob shape {prob.shape}")
+    sr, sc = _check_spacing(spacing_mm)
+    if prob.size == 0:
+        return []
+    if not np.isfinite(prob).all():
+        raise ValueError("prob has non-finite values")
+
+    peaks = local_maxima(prob, connectivity=2, allow_borders=True)
+    peaks &= prob >= config.min_prob
+    if region is not None:
+        peaks &= np.asarray(region, dtype=bool)
+    labels, n = ndimage.label(peaks, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return []
+
+    # (-peak, raster index of its first pixel, row, col): sorting gives the documented order
+    candidates: list[tuple[float, int, float, float]] = []
+    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+        rows, cols = np.nonzero(labels[sl] == index)
+        rows = rows + sl[0].start
+        cols = cols + sl[1].start
+        peak = float(prob[rows[0], cols[0]])  # a plateau: every pixel has the same value
+        if rows.size == 1:
+            r, c = int(rows[0]), int(cols[0])
+            row = r + _parabola_offset(prob[max(r - 1, 0) : r + 2, c])
+            col = c + _parabola_offset(prob[r, max(c - 1, 0) : c + 2])
+        else:
+            row, col = float(rows.mean()), float(cols.mean())
+        raster = int(rows[0]) * prob.shape[1] + int(cols[0])  # nonzero() is in raster order
+        candidates.append((-peak, raster, float(row), float(col)))
+    candidates.sort(key=lambda c: (c[0], c[1]))
+
+    kept: list[tuple[float, float, float, int]] = []  # (row, col, peak, raster index)
+    r2 = config.nms_radius_mm**2
+    for neg_peak, raster, row, col in candidates:
+        if all(((row - kr) * sr) ** 2 + ((col - kc) * sc) ** 2 >= r2 for kr, kc, *_ in kept):
+            kept.append((row, col, -neg_peak, raster))
+
+    centres_mm = np.array([(r * sr, c * sc) for r, c, *_ in kept])
+    return [
+        Seed(
+            row=row,
+            col=col,
+            size_mm=_half_peak_diameter_mm(
+                prob, divmod(raster, prob.shape[1]), peak, i, centres_mm, (sr, sc), config
+            ),
+            strength=float(np.clip(peak, 0.0, 1.0)),
+        )
+        for i, (row, col, peak, raster) in enumerate(kept)
+    ]
+
+
+def _parabola_offset(line: np.ndarray) -> float:
+    """Sub-pixel offset of the vertex of the parabola through three samples (0 at a border)."""
+    if line.size != 3:
+        return 0.0
+    left, mid, right = (float(v) for v in line)
+    curvature = left - 2.0 * mid + right
+    if curvature >= 0.0:  # not a strict maximum along this axis
+        return 0.0
+    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+
+
+def _half_peak_diameter_mm(
+    prob: np.ndarray,
+    peak_px: tuple[int, int],
+    peak: float,
+    own: int,
+    centres_mm: np.ndarray,
+    spacing_mm: tuple[float, float],
+    config: SeedConfig,
+) -> float:
+    sr, sc = spacing_mm
+    low, high = config.size_range_mm
+    h, w = prob.shape
+    pr, pc = peak_px  # a pixel of the maximum itself (a plateau's centroid may lie off it)
+    hr, hc = math.ceil(high / sr), math.ceil(high / sc)
+    r0, r1 = max(pr - hr, 0), min(pr + hr + 1, h)
+    c0, c1 = max(pc - hc, 0), min(pc + hc + 1, w)
+    above = prob[r0:r1, c0:c1] >= 0.5 * peak
+    # Voronoi split with the other kept seeds (distances in mm)
+    rr = (np.arange(r0, r1, dtype=np.float64) * sr)[:, None]
+    cc = (np.arange(c0, c1, dtype=np.float64) * sc)[None, :]
+    d_own = (rr - centres_mm[own, 0]) ** 2 + (cc - centres_mm[own, 1]) ** 2
+    for j, (yr, xc) in enumerate(centres_mm):
+        near = abs(yr - centres_mm[own, 0]) <= 2 * high and abs(xc - centres_mm[own, 1]) <= 2 * high
+        if j != own and near:
+            above &= d_own <= (rr - yr) ** 2 + (cc - xc) ** 2
+    labels, _ = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
+    label = labels[pr - r0, pc - c0]
+    # label 0 only if a nearer seed claims the peak pixel itself: count that one pixel
+    area_mm2 = float((labels == label).sum()) * sr * sc if label > 0 else sr * sc
+    return float(np.clip(2.0 * math.sqrt(area_mm2 / math.pi), low, high))
+
+
+def render_seed_map(
+    seeds: Sequence[Seed],
+    shape: tuple[int, int],
+    spacing_mm: Sequence[float],
+    config: SeedConfig,
+) -> np.ndarray:
+    """The seed map: float32 ``[H, W]`` in [0, 1], the pixel-wise **max** of one Gaussian per seed.
+
+    A seed's blob is ``strength * exp(-(dy^2 / sy^2 + dx^2 / sx^2) / 2)`` with ``dy``, ``dx``
+    the pixel-centre offsets from the sub-pixel centre and ``sy = sigma_mm / row_spacing``,
+    ``sx = sigma_mm / col_spacing`` (``sigma_mm = max(size_mm * blob_sigma_scale,
+    min_sigma_mm)``), so the blob is round in mm on anisotropic pixels. Each blob is drawn
+    in its own window of +-4 sigma (cost O(seeds * blob area), not O(seeds * H * W)).
+
+    Max rather than sum: each blob's peak keeps its seed's strength, and the map stays in
+    [0, 1] however close the MCs of a cluster are. A sum would turn two overlapping weak
+    candidates into one confident MC, and tie the map's scale to the cluster density.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    if h < 0 or w < 0:
+        raise ValueError(f"shape must be non-negative, got {shape}")
+    sr, sc = _check_spacing(spacing_mm)
+    seed_map = np.zeros((h, w), dtype=np.float32)
+    for seed in seeds:
+        sigma_mm = max(seed.size_mm * config.blob_sigma_scale, config.min_sigma_mm)
+        sy, sx = sigma_mm / sr, sigma_mm / sc
+        r0 = max(math.floor(seed.row - _TRUNCATE_SIGMAS * sy), 0)
+        r1 = min(math.ceil(seed.row + _TRUNCATE_SIGMAS * sy) + 1, h)
+        c0 = max(math.floor(seed.col - _TRUNCATE_SIGMAS * sx), 0)
+        c1 = min(math.ceil(seed.col + _TRUNCATE_SIGMAS * sx) + 1, w)
+        if r0 >= r1 or c0 >= c1:
+            continue  # entirely outside the image
+        gy = np.exp(-0.5 * ((np.arange(r0, r1) - seed.row) / sy) ** 2)
+        gx = np.exp(-0.5 * ((np.arange(c0, c1) - seed.col) / sx) ** 2)
+        blob = (seed.strength * np.outer(gy, gx)).astype(np.float32)
+        np.maximum(seed_map[r0:r1, c0:c1], blob, out=seed_map[r0:r1, c0:c1])
+    return seed_map
