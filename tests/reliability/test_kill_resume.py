@@ -162,3 +162,21 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path) -> N
         (e["loss"], e["lr"], e["val_dice"]) for e in log_b
     ]
     assert json.loads((killed_run / "checkpoint" / "training_state.json").read_text())["step"] == steps
+
+
+def test_finished_run_removes_folders_left_by_a_killed_checkpoint_write(tmp_path: Path) -> None:
+    """A SIGKILL while a checkpoint is written leaves hidden staging folders; once the run
+    finishes cleanly they are removed (nothing else can be writing them then)."""
+    import dataclasses
+
+    from mcgenref.training.segmentor import train_segmentor
+
+    from ..training.test_train_segmentor import TINY
+
+    run = tmp_path / "run"
+    config = dataclasses.replace(TINY, steps=4, checkpoint_every=2)
+    train_segmentor(config, None, run, device="cpu", progress=False, stop_at_step=2)
+    (run / ".checkpoint.partial-abc123").mkdir()  # as a killed write leaves them
+    (run / ".checkpoint.partial-abc123" / "training_state.json").write_text("{")
+    train_segmentor(None, None, run, device="cpu", progress=False, resume=True)
+    assert not list(run.glob(".checkpoint.*")) and (run / "model" / "model.json").is_file()

@@ -37,6 +37,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
@@ -545,6 +546,12 @@ def train_segmentor(
         with torch.random.fork_rng(devices=rng_devices):
             summary = _train(config, paths, pixel_spacing_mm, out_dir, device, ddp, amp_dtype,
                              checkpoint, total_steps, progress, stop_at_step)
+        if main_process:
+            # folders left by a process killed while it wrote a checkpoint (the run is
+            # finished or stopped cleanly now, so nothing else is writing them)
+            for stale in (*out_dir.glob(".checkpoint.partial-*"), *out_dir.glob(".checkpoint.old-*"),
+                          *out_dir.glob(".model.partial-*")):
+                shutil.rmtree(stale, ignore_errors=True)
         if ddp.owns_group:
             # rank 0 hosts the rendezvous store: no rank may tear the group down while
             # another still uses it (seen as an abort at exit on gloo)
