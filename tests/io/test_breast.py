@@ -143,3 +143,13 @@ def test_cbis_dicom_fast_and_clean(real_data: Path) -> None:
         small = (sizes < 0.01 * img.size) & in_right
         small[0] = False
         assert not (small & in_mask).any(), f.name
+
+
+def test_breast_and_pectoral_leave_no_gap_on_mlo(real_data: Path) -> None:
+    """breast | pectoral is one region: re-including the muscle must not leave a strip."""
+    image, meta = read_image(real_data / "gmic-sample" / "0_L-MLO.png", pixel_spacing_mm=0.1)
+    region = segment_breast(image, meta)
+    assert region.pectoral.any() and not (region.breast & region.pectoral).any()
+    union = region.breast | region.pectoral
+    assert ndi.label(union)[1] == 1
+    assert np.array_equal(union, ndi.binary_fill_holes(union))  # no strip along the edge

@@ -89,7 +89,8 @@ class BreastRegion:
     """Masks of an image, both ``bool`` arrays of the image's shape ``(rows, cols)``.
 
     ``breast`` excludes air, borders, labels, the skin margin and ``pectoral``;
-    ``pectoral`` is all False when no muscle was searched or found.
+    ``pectoral`` (the muscle plus the margin beside its edge) is all False when no muscle was
+    searched or found; ``breast | pectoral`` has no gap between the two.
     ``chest_wall_left`` says on which side the chest wall was found.
     """
 
@@ -371,9 +372,11 @@ def segment_breast(
         cols = np.arange(img.shape[1], dtype=np.float32)
         if not left:
             cols = cols[::-1].copy()  # column index in the chest-wall-left orientation
-        bound = col_full.astype(np.float32)[:, None]
-        pect = inside & (cols[None, :] < bound)
-        breast &= cols[None, :] > bound + np.float32(margin_mm / sc)
+        bound = col_full.astype(np.float32)[:, None] + np.float32(margin_mm / sc)
+        # the muscle and the margin beside its edge: exactly what is cut from the breast, so
+        # that breast | pectoral is the whole tissue region with no gap between them
+        pect = inside & (cols[None, :] <= bound)
+        breast &= cols[None, :] > bound
     if not breast.any():
         raise InputError(f"{meta.source_path}: no breast tissue left after the skin margin")
     return BreastRegion(breast=breast, pectoral=pect, chest_wall_left=bool(left))
