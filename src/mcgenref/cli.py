@@ -129,8 +129,10 @@ def example(
     seed: Annotated[int, typer.Option("--seed", help="The example is fully determined by its seed.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing example.")] = False,
 ) -> None:
-    """Write a generated example mammogram (0.2 mm) with known MC clusters, and its exact mask
-    as <stem>_truth/<stem>.png beside it (for 'mcgenref evaluate')."""
+    """Write a generated example mammogram (0.2 mm) with known MC clusters.
+
+    Its exact MC mask goes to <stem>_truth/<stem>.png beside it (for 'mcgenref evaluate').
+    """
     from mcgenref.synthesis.example import write_example
 
     info = write_example(out, seed=seed, overwrite=overwrite)
