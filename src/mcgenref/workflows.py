@@ -96,7 +96,7 @@ def run_segment(
     from mcgenref.config import load_config
     from mcgenref.errors import McGenRefError, McGenRefWarning, OutputError
     from mcgenref.inference.segment import (
-        OUTPUT_SUFFIXES,
+        ALL_OUTPUT_SUFFIXES,
         SegmentConfig,
         Segmenter,
         is_done,
@@ -121,7 +121,7 @@ def run_segment(
     # a rerun into the input folder must not take its own outputs for inputs
     paths = [
         p for p in list_images([Path(p) for p in inputs])
-        if not (p.parent.resolve() == out.resolve() and p.name.endswith(OUTPUT_SUFFIXES))
+        if not (p.parent.resolve() == out.resolve() and p.name.endswith(ALL_OUTPUT_SUFFIXES))
     ]
     if not paths:
         raise ConfigError("no input image to segment")

@@ -116,8 +116,11 @@ def test_no_patient_identifiers_in_outputs(tmp_path: Path) -> None:
     res = runner.invoke(app, ["segment", str(path), "--out", str(out), "--method", "classical"])
     assert res.exit_code == 0, res.output
     for f in out.iterdir():
+        if f.name.endswith("_seg.dcm"):
+            continue  # a DICOM SEG must copy the source's patient module (test_dicom_seg.py)
         data = f.read_bytes()
         assert b"SECRET" not in data and b"987654" not in data, f.name
+    assert (out / "img_seg.dcm").is_file()
 
 
 def test_bad_inputs(tmp_path: Path, tiny_model: Path) -> None:

@@ -13,8 +13,12 @@ For one image (:meth:`Segmenter.segment`):
 
 :func:`write_outputs` writes ``<stem>_prob.png`` (uint16, p x 65535), ``<stem>_mask.png``
 (0/255), ``<stem>_calcifications.csv``, ``<stem>_clusters.json``, ``<stem>_overlay.png``,
-``<stem>_breast.png`` and, last, ``<stem>_meta.json`` (its presence marks the image as done).
-Every file is written atomically; no patient identifier is copied into any of them.
+``<stem>_breast.png``, for DICOM inputs ``<stem>_seg.dcm`` (a DICOM SEG of the mask that
+references the source: :mod:`mcgenref.io.dicom_seg`) and, last, ``<stem>_meta.json`` (its
+presence marks the image as done). Every file is written atomically. No patient identifier is
+copied into any of them except ``<stem>_seg.dcm``, which as a DICOM object derived from the
+source must carry the source's patient and study modules. A SEG that cannot be built is an
+error for that image (InputError), like any other output it needs: no meta, so it is redone.
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ OUTPUT_SUFFIXES = (
     "_prob.png", "_mask.png", "_calcifications.csv", "_clusters.json", "_overlay.png",
     "_breast.png", "_meta.json",
 )
+#: Files that DICOM inputs have besides :data:`OUTPUT_SUFFIXES`.
+DICOM_OUTPUT_SUFFIXES = ("_seg.dcm",)
+#: Every name an output of ``segment`` can end with (not taken for inputs on reruns).
+ALL_OUTPUT_SUFFIXES = OUTPUT_SUFFIXES + DICOM_OUTPUT_SUFFIXES
 
 
 def fill_outside(image: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -156,6 +164,7 @@ class SegmentationResult:
     prob: np.ndarray  # float32 in [0, 1]
     detections: Detections
     meta: dict[str, Any]
+    source_path: Path | None = None  # the DICOM input (for its SEG); None for other formats
 
 
 class Segmenter:
@@ -346,6 +355,7 @@ class Segmenter:
         return SegmentationResult(
             stem=stem or path.stem, image=image, region=region, prob=prob,
             detections=detections, meta=record,
+            source_path=path if meta.format == "dicom" else None,
         )
 
 
@@ -382,6 +392,20 @@ def write_outputs(result: SegmentationResult, out_dir: Path) -> dict[str, float]
     write_png_atomic(out_dir / f"{stem}_overlay.png", overlay, compress_level=1)
     write_png_atomic(out_dir / f"{stem}_breast.png", result.region.astype(np.uint8) * 255,
                      compress_level=1)
+    if result.meta["image"]["format"] == "dicom":
+        from mcgenref.io.dicom_seg import seg_bytes
+
+        if result.source_path is None:
+            raise InputError(f"{stem}: the DICOM source path is needed to write its SEG")
+        algorithm = {
+            "name": result.meta["model"]["name"],
+            "version": mcgenref.__version__,
+            "model_sha256": result.meta["model"].get("sha256"),
+            "method": result.meta["method"],
+            "threshold": result.meta["threshold"],
+        }
+        write_bytes_atomic(out_dir / f"{stem}_seg.dcm",
+                           seg_bytes(result.source_path, result.detections.mask, algorithm))
     meta = dict(result.meta)
     meta["timings"] = dict(meta["timings"], write_s=round(time.perf_counter() - t0, 4))
     write_json_atomic(out_dir / f"{stem}_meta.json", meta)
@@ -402,4 +426,7 @@ def is_done(out_dir: Path, stem: str, settings: dict[str, Any]) -> bool | None:
         return None
     if previous.get("settings") != json.loads(json.dumps(settings)):
         return False
-    return True if all((out_dir / f"{stem}{s}").is_file() for s in OUTPUT_SUFFIXES) else None
+    suffixes = OUTPUT_SUFFIXES
+    if (previous.get("image") or {}).get("format") == "dicom":
+        suffixes = ALL_OUTPUT_SUFFIXES
+    return True if all((out_dir / f"{stem}{s}").is_file() for s in suffixes) else None
