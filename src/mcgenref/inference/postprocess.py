@@ -11,6 +11,7 @@ from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 
 from mcgenref.evaluation.clusters import ClusterRule, group_clusters, points_px_to_mm
+from mcgenref.io.display import display_uint8
 
 CSV_COLUMNS = (
     "id", "x", "y", "x_mm", "y_mm", "area_mm2", "max_diameter_mm",
@@ -104,13 +105,6 @@ def find_calcifications(
                 "members": [mcs[m]["id"] for m in cl.members],
             })
     return Detections(mask=mask, mcs=mcs, clusters=clusters)
-
-
-def display_uint8(image: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
-    """8-bit display of an image: 0.5-99.5th percentiles (inside ``region`` if given)."""
-    values = image[region] if region is not None and region.any() else image
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    return np.clip((image - lo) / max(float(hi - lo), 1e-6) * 255.0, 0, 255).astype(np.uint8)
 
 
 def render_overlay(

@@ -39,7 +39,13 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 import mcgenref
 from mcgenref.config import to_dict
 from mcgenref.errors import ConfigError
-from mcgenref.io.atomic import staged_directory, write_bytes_atomic, write_json_atomic, write_png_atomic
+from mcgenref.io.atomic import (
+    staged_directory,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_png_atomic,
+)
+from mcgenref.io.display import display_uint8
 from mcgenref.synthesis.config import SynthesisConfig
 from mcgenref.synthesis.patches import NegativePatchSampler, PatchSamplerConfig
 from mcgenref.synthesis.sample import Sample, generate_sample, sample_seed
@@ -181,18 +187,13 @@ class SyntheticMCStream(IterableDataset):
             yield _to_tensors(sample)
 
 
-def _display(image: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(image, [0.5, 99.5])
-    return np.clip((image - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255).astype(np.uint8)
-
-
 def contact_sheet(samples: list[Sample], gap: int = 4) -> np.ndarray:
     """RGB uint8 sheet: one row per sample with image | mask | overlay (mask outline in red)."""
     from scipy import ndimage
 
     tiles = []
     for s in samples:
-        gray = _display(s.image)
+        gray = display_uint8(s.image)
         img = np.repeat(gray[..., None], 3, axis=2)
         mask = np.repeat((s.mask * 255).astype(np.uint8)[..., None], 3, axis=2)
         overlay = img.copy()
