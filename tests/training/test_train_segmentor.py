@@ -245,6 +245,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun_two_cpu_ranks(script: Path, config: TrainSegmentorConfig,
+                            timeout: float = 120) -> subprocess.CompletedProcess:
+    """``script CONFIG_JSON`` under ``torch.distributed.run`` with 2 CPU (gloo) ranks."""
+    from mcgenref.config import to_dict
+
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+         str(script), json.dumps(to_dict(config))],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
 def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     script = tmp_path / "train.py"
@@ -258,16 +271,7 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
         sys.stdout.write("SUMMARY %d %d\\n" % (summary["world_size"], summary["step"]))
         sys.stdout.flush()
     """))
-    from mcgenref.config import to_dict
-
-    config = dataclasses.replace(TINY, steps=3, batch_size=1, val_every=2)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-         str(script), json.dumps(to_dict(config))],
-        capture_output=True, text=True, timeout=120, env=env,
-    )
+    result = _torchrun_two_cpu_ranks(script, dataclasses.replace(TINY, steps=3, batch_size=1, val_every=2))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("SUMMARY 2 3") == 2
     assert json.loads((run / "run.json").read_text())["world_size"] == 2
@@ -293,16 +297,7 @@ def test_ddp_error_on_rank0_only_stops_every_rank(tmp_path: Path) -> None:
             sys.stdout.write("REFUSED %s\\\\n" % ("not empty" in str(exc)))
             sys.stdout.flush()
     """))
-    from mcgenref.config import to_dict
-
-    config = dataclasses.replace(TINY, steps=2, batch_size=1)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-         str(script), json.dumps(to_dict(config))],
-        capture_output=True, text=True, timeout=90, env=env,
-    )
+    result = _torchrun_two_cpu_ranks(script, dataclasses.replace(TINY, steps=2, batch_size=1), timeout=90)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("REFUSED True") == 2
     assert sorted(p.name for p in run.iterdir()) == ["mine.txt"]
