@@ -166,7 +166,7 @@ def main() -> None:
         "|---|---|---|---|",
         f"| mcgenref pipeline, network only | {p['network_s']:.2f} | {p['windows']} of {p['windows_total']} windows (breast only) on the {SPACING}->model-spacing grid | |",
         f"| mcgenref pipeline, whole | {p['total_s']:.2f} | read {p['read_s']:.2f}, preprocess {p['preprocess_s']:.2f}, detect {p['detect_s']:.2f} (incl. network and resampling), postprocess {p['postprocess_s']:.2f} | {p['peak_rss_mb']:.0f} |",
-        f"| file writing (separate) | {p['write_s']:.2f} | 7 output files, atomic | |",
+        f"| file writing (separate) | {p['write_s']:.2f} | the 8 output files of a DICOM input (incl. the DICOM SEG), atomic | |",
         f"| plain MONAI sliding_window_inference, defaults | {m['network_and_stitching_s']:.2f} | whole {m['grid'][0]}x{m['grid'][1]} grid, no breast restriction, no pre/post-processing | {m['peak_rss_mb']:.0f} |",
         "",
         f"Pipeline overhead (whole minus network, writing excluded): {overhead:.2f} s = "
