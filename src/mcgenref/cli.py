@@ -35,7 +35,7 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, McGenRefWarning):
         typer.echo(f"warning: {message}", err=True)
     else:
@@ -165,6 +165,31 @@ def train_segmentor_command(
     )
 
 
+@app.command("train-generator")
+@user_errors
+def train_generator_command(
+    out: Annotated[Path, typer.Option("--out", help="Run folder (config.json, log.jsonl, checkpoint/, model/).")],
+    negatives: Annotated[
+        list[str] | None,
+        typer.Option("--negatives", help="Normal mammograms (files or folders; repeat the option). Without it: procedural backgrounds."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="JSON TrainGeneratorConfig (missing keys keep defaults).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    steps: Annotated[int | None, typer.Option("--steps", help="Training steps (overrides the config).")] = None,
+    pixel_spacing: Annotated[str | None, typer.Option("--pixel-spacing", help="Pixel spacing in mm of the negatives (one value or ROW,COL); overrides the files' own. Without negatives it sets the procedural backgrounds' spacing.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last checkpoint.")] = False,
+) -> None:
+    """Train the seed-conditioned rectified-flow generator TT-GPR uses (runs under torchrun too)."""
+    from mcgenref.workflows import run_train_generator
+
+    summary = run_train_generator(out, negatives, config, device, steps, pixel_spacing, resume)
+    if os.environ.get("RANK", "0") != "0":
+        return
+    typer.echo(
+        f"step {summary['step']}/{summary['steps']}: validation flow loss {summary['val_loss']} -> {summary['run_dir']}"
+    )
+
+
 @app.command()
 @user_errors
 def segment(
@@ -180,17 +205,21 @@ def segment(
     method: Annotated[str, typer.Option("--method", help="model (the segmentor) or classical (label-free DoG baseline).")] = "model",
     config: Annotated[Path | None, typer.Option("--config", help="JSON SegmentConfig (window size, overlap, cluster rule...).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images already finished in OUT.")] = False,
+    refine: Annotated[bool, typer.Option("--refine", help="Refine the segmentor's output around its candidates with TT-GPR (generator projections; slower). Writes <stem>_uncertainty.png too.")] = False,
+    generator: Annotated[Path | None, typer.Option("--generator", help="Generator folder for --refine; default: the shipped generator.")] = None,
 ) -> None:
     """Segment microcalcifications in full-field mammograms.
 
     For each input <stem> writes <stem>_prob.png, _mask.png, _calcifications.csv,
-    _clusters.json, _overlay.png, _breast.png and _meta.json into OUT.
+    _clusters.json, _overlay.png, _breast.png and _meta.json into OUT (with --refine also
+    _uncertainty.png; for DICOM inputs also _seg.dcm).
     """
     from mcgenref.workflows import run_segment
 
     summary = run_segment(
         inputs=inputs, out=out, model=model, device=device, pixel_spacing=pixel_spacing,
         threshold=threshold, method=method, config_path=config, overwrite=overwrite,
+        refine=refine, generator=generator,
     )
     typer.echo(
         f"{len(summary['done'])} segmented, {len(summary['skipped'])} already done -> {summary['out']}"

@@ -13,7 +13,7 @@ from pathlib import Path
 from mcgenref.errors import ConfigError
 
 
-def _progress():  # noqa: ANN202
+def _progress():
     from mcgenref.progress import progress_bar
 
     return progress_bar()
@@ -84,6 +84,8 @@ def run_segment(
     config_path: Path | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    refine: bool = False,
+    generator: Path | None = None,
 ) -> dict:
     """``mcgenref segment``: segment every input image into ``out`` (see mcgenref.inference).
 
@@ -112,6 +114,8 @@ def run_segment(
     changes["method"] = method
     if threshold is not None:
         changes["threshold"] = threshold
+    if refine:
+        changes["refine"] = True
     try:
         config = dataclasses.replace(config, **changes)
     except ValueError as exc:
@@ -131,7 +135,7 @@ def run_segment(
             raise ConfigError(f"two inputs share the name {p.stem!r}: {stems[p.stem]} and {p}")
         stems[p.stem] = p
     check_writable_dir(out)
-    segmenter = Segmenter(config, model, device, pixel_spacing_mm=spacing)
+    segmenter = Segmenter(config, model, device, pixel_spacing_mm=spacing, generator_path=generator)
     settings = segmenter.settings()
     todo = []
     skipped = []
@@ -230,6 +234,38 @@ def run_evaluate(
     return metrics
 
 
+def _train(kind: str, out: Path, negatives: Sequence[str] | None, config_path: Path | None,
+           device: str, steps: int | None, pixel_spacing: str | None, resume: bool) -> dict:
+    from mcgenref.config import load_config
+    from mcgenref.io import parse_pixel_spacing
+    from mcgenref.training.generator import GeneratorTask
+    from mcgenref.training.loop import run_training
+    from mcgenref.training.segmentor import SegmentorTask
+
+    task = {"segmentor": SegmentorTask, "generator": GeneratorTask}[kind]
+    if steps is not None and steps < 1:
+        raise ConfigError("--steps must be at least 1")
+    config = load_config(task.config_cls, config_path) if config_path else None
+    spacing = parse_pixel_spacing(pixel_spacing) if pixel_spacing else None
+    return run_training(
+        task, config, list(negatives) if negatives else None, out, device=device, steps=steps,
+        resume=resume, pixel_spacing_mm=spacing,
+    )
+
+
+def run_train_generator(
+    out: Path,
+    negatives: Sequence[str] | None,
+    config_path: Path | None = None,
+    device: str = "auto",
+    steps: int | None = None,
+    pixel_spacing: str | None = None,
+    resume: bool = False,
+) -> dict:
+    """``mcgenref train-generator`` (see :func:`mcgenref.training.generator.train_generator`)."""
+    return _train("generator", out, negatives, config_path, device, steps, pixel_spacing, resume)
+
+
 def run_train_segmentor(
     out: Path,
     negatives: Sequence[str] | None,
@@ -240,15 +276,4 @@ def run_train_segmentor(
     resume: bool = False,
 ) -> dict:
     """``mcgenref train-segmentor`` (see :func:`mcgenref.training.segmentor.train_segmentor`)."""
-    from mcgenref.config import load_config
-    from mcgenref.io import parse_pixel_spacing
-    from mcgenref.training.segmentor import TrainSegmentorConfig, train_segmentor
-
-    if steps is not None and steps < 1:
-        raise ConfigError("--steps must be at least 1")
-    config = load_config(TrainSegmentorConfig, config_path) if config_path else None
-    spacing = parse_pixel_spacing(pixel_spacing) if pixel_spacing else None
-    return train_segmentor(
-        config, list(negatives) if negatives else None, out, device=device, steps=steps,
-        resume=resume, pixel_spacing_mm=spacing,
-    )
+    return _train("segmentor", out, negatives, config_path, device, steps, pixel_spacing, resume)

@@ -188,3 +188,68 @@ def test_skin_margin_spares_the_chest_wall_edge() -> None:
     assert kept[50, 0] and kept[50, 45] and not kept[50, 55] and not kept[22, 30]
     assert kept.sum() == 40 * 50  # rows 30..69, cols 0..49 (edge within 1 mm removed)
     assert np.array_equal(inside_skin_margin(region, (0.1, 0.1), 0.0), region)
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mcgenref.models.generator import GeneratorConfig, build_generator
+
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(channels=(8, 16), time_embedding_dim=8, norm_groups=4)
+    folder = tmp_path_factory.mktemp("g") / "tiny_generator"
+    save_model(folder, build_generator(cfg), cfg, {"pixel_spacing_mm": [0.2, 0.2]})
+    return folder
+
+
+def test_refine_writes_uncertainty_and_records_the_generator(
+    specks_png: Path, tiny_model: Path, tiny_generator: Path, tmp_path: Path
+) -> None:
+    # candidates down to p = 0.001 so the random tiny model surely gives some windows
+    config = tmp_path / "refine.json"
+    config.write_text(json.dumps({"tt_gpr": {"seeds": {"min_prob": 0.001}, "max_windows": 2,
+                                             "k": 2, "refine_steps": 3}}))
+    out = tmp_path / "out"
+    args = ["segment", str(specks_png), "--out", str(out), "--model", str(tiny_model),
+            "--pixel-spacing", "0.1", "--device", "cpu", "--config", str(config)]
+    res = runner.invoke(app, [*args, "--refine", "--generator", str(tiny_generator)])
+    assert res.exit_code == 0, res.output
+    stem = "case one"
+    spread = np.asarray(Image.open(out / f"{stem}_uncertainty.png"))
+    breast = np.asarray(Image.open(out / f"{stem}_breast.png")) > 0
+    assert spread.dtype == np.uint16 and spread.shape == breast.shape
+    assert not spread[~breast].any()
+    meta = json.loads((out / f"{stem}_meta.json").read_text())
+    assert meta["refine"] is True
+    tt = meta["detector"]["tt_gpr"]
+    assert tt["windows"] == 2 and tt["windows_dropped"] >= 0
+    assert meta["settings"]["generator_sha256"] == tt["generator"]["sha256"]
+    # a refined result is not the plain one: a plain rerun needs --overwrite
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "other settings" in res.output
+    # a finished refined image with its uncertainty map missing is redone, not skipped
+    (out / f"{stem}_uncertainty.png").unlink()
+    res = runner.invoke(app, [*args, "--refine", "--generator", str(tiny_generator)])
+    assert res.exit_code == 0 and (out / f"{stem}_uncertainty.png").is_file()
+
+
+def test_refine_is_deterministic(specks_png: Path, tiny_model: Path, tiny_generator: Path) -> None:
+    from mcgenref.inference.refine import RefineConfig
+    from mcgenref.flow.seeds import SeedConfig
+
+    config = SegmentConfig(refine=True, tt_gpr=RefineConfig(seeds=SeedConfig(min_prob=0.001),
+                                                            max_windows=2, k=2, refine_steps=3))
+    seg = Segmenter(config, tiny_model, "cpu", 0.1, generator_path=tiny_generator)
+    a, b = seg.segment(specks_png), seg.segment(specks_png)
+    np.testing.assert_array_equal(a.prob, b.prob)
+    np.testing.assert_array_equal(a.uncertainty, b.uncertainty)
+
+
+def test_refine_bad_settings(specks_png: Path, tiny_model: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["segment", str(specks_png), "--out", str(tmp_path / "o"),
+                              "--method", "classical", "--refine"])
+    assert res.exit_code == 2 and "refine" in res.output and "Traceback" not in res.output
+    # a segmentor folder is not a generator
+    res = runner.invoke(app, ["segment", str(specks_png), "--out", str(tmp_path / "o"),
+                              "--model", str(tiny_model), "--refine", "--generator", str(tiny_model),
+                              "--device", "cpu"])
+    assert res.exit_code == 2 and "not an mcgenref generator" in res.output

@@ -9,11 +9,16 @@ For one image (:meth:`Segmenter.segment`):
    Gaussian-blended sliding windows over the breast only (:mod:`.sliding`), and bring the
    probability map back to the input's grid; ``classical``: the DoG detector
    (:mod:`.classical`) at the input's own spacing;
+   with ``refine``, test-time generative posterior refinement of the logits around the
+   candidates (:mod:`.refine`, TT-GPR), with the shipped or a given generator;
 4. threshold, measure MCs, group clusters (:mod:`.postprocess`).
 
 :func:`write_outputs` writes ``<stem>_prob.png`` (uint16, p x 65535), ``<stem>_mask.png``
 (0/255), ``<stem>_calcifications.csv``, ``<stem>_clusters.json``, ``<stem>_overlay.png``,
-``<stem>_breast.png``, for DICOM inputs ``<stem>_seg.dcm`` (a DICOM SEG of the mask that
+``<stem>_breast.png``, with ``refine`` ``<stem>_uncertainty.png`` (TT-GPR's uncertainty, uint16,
+2 x the standard deviation of the surrogate probabilities x 65535: 0 where the projections
+agree or no candidate was refined, 65535 at the largest possible disagreement), for DICOM
+inputs ``<stem>_seg.dcm`` (a DICOM SEG of the mask that
 references the source: :mod:`mcgenref.io.dicom_seg`) and, last, ``<stem>_meta.json`` (its
 presence marks the image as done). Every file is written atomically. No patient identifier is
 copied into any of them except ``<stem>_seg.dcm``, which as a DICOM object derived from the
@@ -47,6 +52,7 @@ from mcgenref.inference.postprocess import (
     find_calcifications,
     render_overlay,
 )
+from mcgenref.inference.refine import RefineConfig, Refiner
 from mcgenref.inference.sliding import sliding_window_logits
 from mcgenref.io import fit_normalization, read_image, segment_breast
 from mcgenref.io.atomic import write_bytes_atomic, write_json_atomic, write_png_atomic
@@ -60,8 +66,10 @@ OUTPUT_SUFFIXES = (
 )
 #: Files that DICOM inputs have besides :data:`OUTPUT_SUFFIXES`.
 DICOM_OUTPUT_SUFFIXES = ("_seg.dcm",)
+#: Files that refined runs (``--refine``) have besides :data:`OUTPUT_SUFFIXES`.
+REFINE_OUTPUT_SUFFIXES = ("_uncertainty.png",)
 #: Every name an output of ``segment`` can end with (not taken for inputs on reruns).
-ALL_OUTPUT_SUFFIXES = OUTPUT_SUFFIXES + DICOM_OUTPUT_SUFFIXES
+ALL_OUTPUT_SUFFIXES = OUTPUT_SUFFIXES + DICOM_OUTPUT_SUFFIXES + REFINE_OUTPUT_SUFFIXES
 
 
 def fill_outside(image: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -103,6 +111,11 @@ def default_model_path() -> Path:
     return Path(str(resources.files("mcgenref") / "weights" / "segmentor"))
 
 
+def default_generator_path() -> Path:
+    """The generator shipped inside the package (``mcgenref/weights/generator``)."""
+    return Path(str(resources.files("mcgenref") / "weights" / "generator"))
+
+
 @dataclass(frozen=True)
 class SegmentConfig:
     """Settings of ``mcgenref segment``.
@@ -130,6 +143,9 @@ class SegmentConfig:
             wall) are not skin and are not eroded. 0 disables it.
         cluster_rule: how MCs are grouped (see mcgenref.evaluation.clusters).
         classical: the classical detector's scales.
+        refine: run TT-GPR (:mod:`mcgenref.inference.refine`) on the model's logits; model
+            method only.
+        tt_gpr: TT-GPR's settings (its terms, windows, projections, rounds, seed).
     """
 
     method: Literal["model", "classical"] = "model"
@@ -142,6 +158,8 @@ class SegmentConfig:
     skin_margin_mm: float = 5.0
     cluster_rule: ClusterRule = field(default_factory=ClusterRule)
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
+    refine: bool = False
+    tt_gpr: RefineConfig = field(default_factory=RefineConfig)
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
@@ -152,6 +170,8 @@ class SegmentConfig:
             raise ValueError("skin_margin_mm must be between 0 and 50")
         if self.window_px < 32 or (self.batch_size is not None and self.batch_size < 1):
             raise ValueError("window_px must be >= 32 and batch_size >= 1")
+        if self.refine and self.method != "model":
+            raise ValueError("refine (TT-GPR) needs the model method")
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,7 @@ class SegmentationResult:
     detections: Detections
     meta: dict[str, Any]
     source_path: Path | None = None  # the DICOM input (for its SEG); None for other formats
+    uncertainty: np.ndarray | None = None  # float32 [0, 0.5], TT-GPR's surrogate spread
 
 
 class Segmenter:
@@ -174,6 +195,8 @@ class Segmenter:
         config: see :class:`SegmentConfig`.
         model_path: a model folder (``model.json`` + ``model.safetensors``); ``None`` = the
             shipped default. Ignored for ``method="classical"``.
+        generator_path: the generator folder TT-GPR uses (``config.refine``); ``None`` = the
+            shipped default.
         device: ``auto``, ``cpu`` or ``cuda``; autocast (bf16, else fp16) is used on CUDA.
         pixel_spacing_mm: overrides the files' spacing (one value or (row, col)); files that
             record none get :data:`mcgenref.io.meta.DEFAULT_PIXEL_SPACING_MM` with a warning.
@@ -185,8 +208,9 @@ class Segmenter:
         model_path: str | Path | None = None,
         device: str = "auto",
         pixel_spacing_mm: float | tuple[float, float] | None = None,
+        generator_path: str | Path | None = None,
     ) -> None:
-        from mcgenref.training.segmentor import resolve_device
+        from mcgenref.training.loop import resolve_device
 
         self.config = config or SegmentConfig()
         self.pixel_spacing_mm = pixel_spacing_mm
@@ -213,6 +237,31 @@ class Segmenter:
         self.autocast = None
         if self.device.type == "cuda":
             self.autocast = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.refiner: Refiner | None = None
+        self.generator_info: dict[str, Any] | None = None
+        if self.config.refine:
+            self._load_generator(Path(generator_path) if generator_path else default_generator_path())
+
+    def _load_generator(self, path: Path) -> None:
+        from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
+
+        generator, meta = load_model(path, self.device, kind=GENERATOR_KIND)
+        multiple = int(meta.get("tensor_contract", {}).get("size_multiple", 1))
+        if self.config.tt_gpr.window_px % multiple:
+            raise ConfigError(f"tt_gpr.window_px must be a multiple of {multiple} for this generator")
+        spacing = (meta.get("extra") or {}).get("pixel_spacing_mm")
+        if spacing and self.model_spacing and tuple(float(v) for v in spacing) != self.model_spacing:
+            warnings.warn(
+                f"{path}: the generator was trained at {spacing} mm and the segmentor at "
+                f"{list(self.model_spacing)} mm", McGenRefWarning, stacklevel=3,
+            )
+        assert self.model is not None
+        self.refiner = Refiner(self.model, generator, self.config.tt_gpr, self.device, self.autocast)
+        self.generator_info = {
+            "name": meta.get("name", Path(meta["path"]).name),
+            "path": str(path),
+            "sha256": meta["weights"]["sha256"],
+        }
 
     def _read_contract(self, path: Path) -> None:
         """The conventions the model was trained with (model.json ``extra``)."""
@@ -260,6 +309,7 @@ class Segmenter:
             "software_version": mcgenref.__version__,
             "method": self.config.method,
             "model_sha256": self.model_info["sha256"],
+            "generator_sha256": self.generator_info["sha256"] if self.generator_info else None,
             "threshold": self.threshold,
             "pixel_spacing_override_mm": (
                 None if self.pixel_spacing_mm is None else list(np.broadcast_to(
@@ -268,8 +318,9 @@ class Segmenter:
             "config": to_dict(self.config),
         }
 
-    def _model_prob(self, image: np.ndarray, region: np.ndarray,
-                    spacing: tuple[float, float]) -> tuple[np.ndarray, dict[str, Any]]:
+    def _model_prob(
+        self, image: np.ndarray, region: np.ndarray, spacing: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
         target = self.model_spacing or spacing
         zoom = zoom_factors(spacing, target)
         work = resample(image, zoom, order=1).astype(np.float32)
@@ -280,7 +331,15 @@ class Segmenter:
             work, work_region, self.model, self.config.window_px, self.config.overlap,
             self.batch_size, self.device, self.autocast,
         )
-        prob = 1.0 / (1.0 + np.exp(-np.clip(result.logits, -60.0, 60.0)))
+        logits = result.logits
+        uncertainty = None
+        refine_info: dict[str, Any] = {}
+        if self.refiner is not None:
+            refined = self.refiner.refine(work, work_region, logits, target)
+            logits, refine_info = refined.logits, refined.info
+            uncertainty = resample_to_shape(refined.uncertainty, image.shape, order=1)
+            uncertainty = np.where(region, np.clip(uncertainty, 0.0, 0.5), 0.0).astype(np.float32)
+        prob = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
         prob = np.clip(resample_to_shape(prob.astype(np.float32), image.shape, order=1), 0.0, 1.0)
         prob = np.where(region, prob, 0.0).astype(np.float32)  # no bleeding across the edge
         info = {
@@ -290,7 +349,9 @@ class Segmenter:
             "windows_total": result.n_windows_total,
             "network_s": round(result.network_s, 4),
         }
-        return prob, info
+        if self.refiner is not None:
+            info["tt_gpr"] = {"generator": self.generator_info, **refine_info}
+        return prob, uncertainty, info
 
     def segment(self, path: str | Path, stem: str | None = None) -> SegmentationResult:
         """Segment one image file (see the module docstring)."""
@@ -315,8 +376,9 @@ class Segmenter:
         timings["preprocess_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         extra: dict[str, Any] = {}
+        uncertainty = None
         if self.config.method == "model":
-            prob, extra = self._model_prob(image, region, spacing)
+            prob, uncertainty, extra = self._model_prob(image, region, spacing)
         else:
             score = classical_score(fill_outside(image, region), spacing, self.config.classical)
             prob = np.where(region, score, 0.0)
@@ -330,6 +392,8 @@ class Segmenter:
             "input": path.name,
             "method": self.config.method,
             "model": self.model_info,
+            "refine": self.config.refine,
+            "generator": self.generator_info,
             "settings": self.settings(),
             "pixel_spacing_mm": list(spacing),
             "pixel_spacing_source": meta.spacing_source,
@@ -356,6 +420,7 @@ class Segmenter:
             stem=stem or path.stem, image=image, region=region, prob=prob,
             detections=detections, meta=record,
             source_path=path if meta.format == "dicom" else None,
+            uncertainty=uncertainty,
         )
 
 
@@ -392,6 +457,9 @@ def write_outputs(result: SegmentationResult, out_dir: Path) -> dict[str, float]
     write_png_atomic(out_dir / f"{stem}_overlay.png", overlay, compress_level=1)
     write_png_atomic(out_dir / f"{stem}_breast.png", result.region.astype(np.uint8) * 255,
                      compress_level=1)
+    if result.uncertainty is not None:
+        spread = np.round(np.clip(2.0 * result.uncertainty, 0.0, 1.0) * 65535.0).astype(np.uint16)
+        write_png_atomic(out_dir / f"{stem}_uncertainty.png", spread, compress_level=1)
     if result.meta["image"]["format"] == "dicom":
         from mcgenref.io.dicom_seg import seg_bytes
 
@@ -428,5 +496,7 @@ def is_done(out_dir: Path, stem: str, settings: dict[str, Any]) -> bool | None:
         return False
     suffixes = OUTPUT_SUFFIXES
     if (previous.get("image") or {}).get("format") == "dicom":
-        suffixes = ALL_OUTPUT_SUFFIXES
+        suffixes = suffixes + DICOM_OUTPUT_SUFFIXES
+    if previous.get("refine"):
+        suffixes = suffixes + REFINE_OUTPUT_SUFFIXES
     return True if all((out_dir / f"{stem}{s}").is_file() for s in suffixes) else None

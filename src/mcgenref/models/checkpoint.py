@@ -32,7 +32,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,28 +44,75 @@ import mcgenref
 from mcgenref.config import from_dict, to_dict
 from mcgenref.errors import ConfigError, InputError
 from mcgenref.io.atomic import staged_directory, write_bytes_atomic, write_json_atomic
+from mcgenref.models.generator import GeneratorConfig, build_generator
 from mcgenref.models.segmentor import SegmentorConfig, build_segmentor, size_multiple
 
 __all__ = [
+    "GENERATOR_KIND",
     "MODEL_FORMAT_VERSION",
     "MODEL_KIND",
+    "clean_state_dict",
+    "find_training_state",
+    "flatten_optimizer_state",
     "load_model",
     "load_training_state",
     "read_model_meta",
     "save_model",
     "save_training_state",
-    "clean_state_dict",
-    "find_training_state",
-    "flatten_optimizer_state",
     "unflatten_optimizer_state",
     "write_model_files",
 ]
 
 MODEL_KIND = "mcgenref-segmentor"
+GENERATOR_KIND = "mcgenref-generator"
 MODEL_FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
-STATE_KIND = "mcgenref-segmentor-training-state"
+STATE_KIND = "mcgenref-training-state"
+#: Training states written before the generator existed carry this kind; still readable.
+_LEGACY_STATE_KINDS = ("mcgenref-segmentor-training-state",)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What a model folder of one ``kind`` holds: its config class, builder and contract."""
+
+    name: str  # for messages: "segmentor"
+    config_cls: type
+    build: Callable[[Any], nn.Module]
+    contract: Callable[[Any], dict[str, Any]]
+
+
+def _segmentor_contract(config: SegmentorConfig) -> dict[str, Any]:
+    return {
+        "input": "float32 [B, 1, H, W], normalised intensity (0 ~ 1st, 1 ~ 99th percentile "
+                 "inside the breast); H, W multiples of size_multiple",
+        "output": "float32 [B, 1, H, W] logits; sigmoid gives the MC probability",
+        "size_multiple": size_multiple(config),
+    }
+
+
+def _generator_contract(config: GeneratorConfig) -> dict[str, Any]:
+    return {
+        "input": "x_t float32 [B, 1, H, W] (t = 0 noise, t = 1 data), t float32 [B] in [0, 1], "
+                 "cond {seed_map [B, 1, H, W] in [0, 1], background [B, 1, H, W] normalised "
+                 "intensity}; H, W multiples of size_multiple",
+        "output": "float32 [B, 1, H, W], the velocity dx_t/dt",
+        "size_multiple": config.size_multiple,
+    }
+
+
+_KINDS: dict[str, _Kind] = {
+    MODEL_KIND: _Kind("segmentor", SegmentorConfig, build_segmentor, _segmentor_contract),
+    GENERATOR_KIND: _Kind("generator", GeneratorConfig, build_generator, _generator_contract),
+}
+
+
+def _kind_of(model_config: Any) -> str:
+    for kind, spec in _KINDS.items():
+        if isinstance(model_config, spec.config_cls):
+            return kind
+    raise TypeError(f"no model kind for a {type(model_config).__name__}")
 STATE_FORMAT_VERSION = 1
 STATE_JSON = "training_state.json"
 STATE_WEIGHTS = "training_state.safetensors"
@@ -157,27 +205,24 @@ def _refuse_pickle(path: Path) -> None:
 def write_model_files(
     folder: Path,
     model: nn.Module,
-    model_config: SegmentorConfig,
+    model_config: SegmentorConfig | GeneratorConfig,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``model.safetensors`` + ``model.json`` into an existing folder; returns the meta.
 
-    Each file is replaced atomically; use :func:`save_model` for an all-or-nothing folder.
+    The kind (segmentor or generator) follows from the type of ``model_config``. Each file
+    is replaced atomically; use :func:`save_model` for an all-or-nothing folder.
     """
+    kind = _kind_of(model_config)
     tensors = clean_state_dict(model.state_dict())
-    data = _safetensors_bytes(tensors, MODEL_KIND)
+    data = _safetensors_bytes(tensors, kind)
     meta = {
-        "kind": MODEL_KIND,
+        "kind": kind,
         "format_version": MODEL_FORMAT_VERSION,
         "software": f"mcgenref {mcgenref.__version__}",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": to_dict(model_config),
-        "tensor_contract": {
-            "input": "float32 [B, 1, H, W], normalised intensity (0 ~ 1st, 1 ~ 99th percentile "
-                     "inside the breast); H, W multiples of size_multiple",
-            "output": "float32 [B, 1, H, W] logits; sigmoid gives the MC probability",
-            "size_multiple": size_multiple(model_config),
-        },
+        "tensor_contract": _KINDS[kind].contract(model_config),
         "weights": {
             "file": MODEL_WEIGHTS,
             "sha256": _sha256(data),
@@ -195,7 +240,7 @@ def write_model_files(
 def save_model(
     folder: str | Path,
     model: nn.Module,
-    model_config: SegmentorConfig,
+    model_config: SegmentorConfig | GeneratorConfig,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -205,7 +250,8 @@ def save_model(
         folder: the model folder to create; an existing non-empty one is refused unless
             ``overwrite`` (then replaced only once the new one is complete).
         model: the network (plain, DDP-wrapped or compiled: prefixes are stripped).
-        model_config: the config that rebuilds ``model`` with :func:`build_segmentor`.
+        model_config: the config that rebuilds ``model`` (:func:`build_segmentor` or
+            :func:`~mcgenref.models.generator.build_generator`; it also names the kind).
         extra: JSON-able conventions the model expects (pixel spacing, normalisation...).
     """
     folder = Path(folder)
@@ -231,14 +277,14 @@ def _model_json_path(path: Path) -> Path:
     )
 
 
-def read_model_meta(path: str | Path) -> dict[str, Any]:
-    """The checked ``model.json`` of a model folder (no weights read)."""
+def read_model_meta(path: str | Path, kind: str = MODEL_KIND) -> dict[str, Any]:
+    """The checked ``model.json`` of a model folder of ``kind`` (no weights read)."""
     json_path = _model_json_path(Path(path))
     meta = _read_json(json_path, "model.json")
-    if meta.get("kind") != MODEL_KIND:
+    if meta.get("kind") != kind:
         raise InputError(
-            f"{json_path}: not an mcgenref segmentor (kind {meta.get('kind')!r}, "
-            f"expected {MODEL_KIND!r})"
+            f"{json_path}: not an mcgenref {_KINDS[kind].name} (kind {meta.get('kind')!r}, "
+            f"expected {kind!r})"
         )
     version = meta.get("format_version")
     if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
@@ -253,13 +299,18 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", kind: str = MODEL_KIND
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from its folder (or ``model.json``); returns ``(model.eval(), meta)``.
 
-    The weights' sha256 is verified against ``model.json`` before they are parsed.
-    Raises :class:`InputError` with one line for every defect (see the module docstring).
+    ``kind``: :data:`MODEL_KIND` (the segmentor) or :data:`GENERATOR_KIND`; a folder of the
+    other kind is refused. The weights' sha256 is verified against ``model.json`` before
+    they are parsed. Raises :class:`InputError` with one line for every defect (see the
+    module docstring).
     """
-    meta = read_model_meta(path)
+    spec = _KINDS[kind]
+    meta = read_model_meta(path, kind)
     folder = Path(meta["path"])
     weights = meta["weights"]
     weights_name = str(weights.get("file", MODEL_WEIGHTS))
@@ -268,12 +319,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     if not weights_name.endswith(".safetensors") or Path(weights_name).name != weights_name:
         raise InputError(f"{folder / MODEL_JSON}: weights must be a .safetensors file in the folder")
     try:
-        config = from_dict(SegmentorConfig, meta.get("model", {}), where="model.json model")
+        config = from_dict(spec.config_cls, meta.get("model", {}), where="model.json model")
     except ConfigError as exc:
         raise InputError(f"{folder / MODEL_JSON}: {exc}") from None
     data = _read_verified(weights_path, weights["sha256"], weights.get("bytes"), "weights")
     tensors = _parse_safetensors(data, weights_path)
-    model = build_segmentor(config)
+    model = spec.build(config)
     _check_fits(model, tensors, weights_path)
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), meta
@@ -345,7 +396,7 @@ def save_training_state(
     tensors: dict[str, torch.Tensor],
     state: dict[str, Any],
     model: nn.Module | None = None,
-    model_config: SegmentorConfig | None = None,
+    model_config: SegmentorConfig | GeneratorConfig | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write a resumable checkpoint folder, replacing the previous one only when complete.
@@ -390,7 +441,7 @@ def load_training_state(folder: str | Path) -> tuple[dict[str, torch.Tensor], di
     """Read a checkpoint written by :func:`save_training_state` (sha256 checked first)."""
     folder = Path(folder)
     record = _read_json(folder / STATE_JSON, "training state")
-    if record.get("kind") != STATE_KIND:
+    if record.get("kind") not in (STATE_KIND, *_LEGACY_STATE_KINDS):
         raise InputError(f"{folder / STATE_JSON}: not an mcgenref training state")
     if record.get("format_version") != STATE_FORMAT_VERSION:
         raise InputError(f"{folder / STATE_JSON}: unsupported training-state format version")

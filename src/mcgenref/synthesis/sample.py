@@ -45,11 +45,14 @@ class Sample:
     image: float32 [H, W], normalised intensity (see docs/architecture.md), MCs added.
     mask: uint8 [H, W] in {0, 1}: pixels of the visible MCs.
     record: JSON-able description (see module docstring).
+    background: float32 [H, W], the same patch before the MCs were added (what the
+        generator's observation is built from); ``None`` when not known.
     """
 
     image: np.ndarray
     mask: np.ndarray
     record: dict[str, Any]
+    background: np.ndarray | None = None
 
 
 def config_sha256(config: SynthesisConfig) -> str:
@@ -144,7 +147,8 @@ def _render(
         "mcs": mcs,
     }
     record = json.loads(json.dumps(record, default=_json_default))
-    return Sample(image=result.image, mask=result.mask, record=record)
+    return Sample(image=result.image, mask=result.mask, record=record,
+                  background=np.asarray(background, dtype=np.float32))
 
 
 def _json_default(value: Any) -> Any:

@@ -1,73 +1,33 @@
 """Training the base segmentor on synthetic MCs made on the fly.
 
-:func:`train_segmentor` is one loop you can read top to bottom: data, model, optimiser, EMA,
-then ``for step in ...``: forward, Focal Tversky loss, backward, AdamW, EMA update, and every
-so often a validation Dice, a log line and a checkpoint. At the end the EMA weights are
-exported as a self-describing model folder.
-
-Run folder (``out_dir``)::
-
-    config.json      the resolved TrainSegmentorConfig (the format --config accepts)
-    run.json         negatives, pixel spacing, world size, software version
-    log.jsonl        one line per log step: step, loss, lr, val_dice (or null), seconds
-    checkpoint/      training state for --resume (also a loadable model folder of the EMA)
-    model/           the final EMA model (model.json + model.safetensors)
-
-Exact resume. Every random choice is a function of the step, so a checkpoint needs no RNG
-state: the training samples of step ``s`` on rank ``r`` are indices
-``(s * world_size + r) * batch_size + j`` of the synthetic stream (a sample is a pure function
-of its index, :func:`mcgenref.synthesis.sample.sample_seed`), and the torch RNG (dropout) is
-reseeded from ``(seed, s, r)`` before each step. A map-style dataset with a batch sampler
-(rather than the iterable :class:`~mcgenref.synthesis.dataset.SyntheticMCStream`) keeps that
-order whatever ``num_workers`` is: the DataLoader returns batches of a map-style dataset in
-sampler order, while an iterable stream's worker round-robin makes the consumed prefix depend
-on the number of workers. On CPU in deterministic mode, an interrupted run resumed with
-``resume=True`` ends with bit-identical weights to an uninterrupted one.
-
-Distributed: started by ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1) the function
-joins the process group (gloo on CPU, nccl on CUDA), wraps the network in
-DistributedDataParallel and gives each rank its own samples; ``batch_size`` is per process.
-Only rank 0 writes files, logs and shows progress.
+The loop (data by step, AdamW with warm-up and cosine decay, EMA, validation, checkpoints,
+exact resume, DDP) is :func:`mcgenref.training.loop.run_training`; this module is the
+segmentor's :class:`~mcgenref.training.loop.Task`: an attention U-Net trained with the Focal
+Tversky loss on (image, exact mask) pairs, validated by the Dice at probability 0.5. See
+:mod:`mcgenref.training.loop` for the run folder it writes.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import json
-import math
-import os
-import shutil
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
 
-import mcgenref
-from mcgenref.config import load_config, to_dict
-from mcgenref.errors import ConfigError, InputError, McGenRefError, OutputError
-from mcgenref.io.atomic import check_writable_dir, write_bytes_atomic, write_json_atomic
-from mcgenref.models.checkpoint import (
-    find_training_state,
-    flatten_optimizer_state,
-    load_training_state,
-    save_model,
-    save_training_state,
-    unflatten_optimizer_state,
-)
 from mcgenref.models.segmentor import SegmentorConfig, build_segmentor, size_multiple
-from mcgenref.synthesis.config import SynthesisConfig
-from mcgenref.synthesis.dataset import SyntheticMCDataset
-from mcgenref.synthesis.patches import NegativePatchSampler, PatchSamplerConfig
-from mcgenref.synthesis.sample import generate_sample, sample_seed
+from mcgenref.synthesis.sample import Sample
+from mcgenref.training.loop import (
+    Autocast,
+    LoopConfig,
+    Task,
+    lr_at,
+    resolve_device,
+    run_training,
+)
 
 __all__ = [
     "TrainSegmentorConfig",
@@ -80,98 +40,37 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class TrainSegmentorConfig:
+class TrainSegmentorConfig(LoopConfig):
     """Everything ``mcgenref train-segmentor`` needs besides its inputs (the --config format).
+
+    The shared fields (data, schedule, EMA, validation, workers, seed, AMP) are documented in
+    :class:`~mcgenref.training.loop.LoopConfig`.
 
     Attributes:
         model: the network.
-        synthesis: the synthetic data; ``synthesis.patch_size_px`` is the training patch
-            side and must be a multiple of the network's size multiple.
-        patches: how negative patches are cut.
-        procedural_spacing_mm: pixel spacing (row, col) of procedural backgrounds.
-        procedural_fraction: fraction of training samples on procedural backgrounds even
-            when negatives are given (more texture variety); without negatives all are.
-        steps: optimiser steps in the run (the length of the cosine schedule).
-        batch_size: samples per step *per process*.
-        lr: peak learning rate of AdamW, reached after ``warmup_steps`` (linear warm-up),
-            then cosine decay to ``lr * min_lr_fraction`` at ``steps``.
-        weight_decay: AdamW's decoupled weight decay.
-        grad_clip_norm: clip the gradient's global norm (``None``: no clipping); the Focal
-            Tversky gradient grows as the loss nears 0 (exponent < 1), clipping bounds it.
-        ema_decay: decay of the exponential moving average of the weights (parameters and
-            float buffers); it warms up as ``min(ema_decay, (1 + t) / (10 + t))``.
         tversky_alpha: weight of false positives (MONAI's convention, ``TverskyLoss``).
         tversky_beta: weight of false negatives; ``beta > alpha`` weights recall, because a
             missed MC costs more than a false one the refinement stage can still remove.
         tversky_gamma: the focal exponent: loss ``= (1 - TI) ** tversky_gamma``. This is
             ``1 / gamma`` of Abraham & Khan (2019), whose recommended 4/3 gives 0.75.
-        val_size: samples in the fixed validation set (synthetic, ``val_seed``).
-        val_seed: base seed of the validation set, distinct from ``seed`` so validation
-            samples are never training samples.
-        val_every, checkpoint_every, log_every: in steps (the last step always does all).
-        num_workers: DataLoader worker processes making samples (0: in the main process).
-        seed: base seed of the training samples, the initial weights and dropout.
-        deterministic: ``torch.use_deterministic_algorithms(True)`` during training.
-        amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16 with
-            loss scaling), ``"bf16"``, ``"fp16"`` or ``"none"``. CPU always trains in fp32.
+        (``grad_clip_norm``: the Focal Tversky gradient grows as the loss nears 0, exponent
+        < 1; clipping bounds it.)
     """
 
     model: SegmentorConfig = field(default_factory=SegmentorConfig)
-    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
-    patches: PatchSamplerConfig = field(default_factory=PatchSamplerConfig)
-    procedural_spacing_mm: tuple[float, float] = (0.1, 0.1)
-    procedural_fraction: float = 0.0
-    steps: int = 20000
-    batch_size: int = 16
-    lr: float = 1e-3
-    min_lr_fraction: float = 0.01
-    weight_decay: float = 1e-4
-    warmup_steps: int = 500
-    grad_clip_norm: float | None = 1.0
-    ema_decay: float = 0.999
     tversky_alpha: float = 0.3
     tversky_beta: float = 0.7
     tversky_gamma: float = 0.75
-    val_size: int = 64
-    val_seed: int = 1_000_003
-    val_every: int = 500
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    num_workers: int = 2
-    seed: int = 0
-    deterministic: bool = False
-    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
+
+    def network_size_multiple(self) -> int:
+        return size_multiple(self.model)
 
     def __post_init__(self) -> None:
-        from mcgenref.io.spacing import validate_spacing
-
-        validate_spacing(self.procedural_spacing_mm)
-        multiple = size_multiple(self.model)
-        if self.synthesis.patch_size_px % multiple:
-            raise ValueError(
-                f"synthesis.patch_size_px {self.synthesis.patch_size_px} must be a multiple of "
-                f"{multiple} (the product of the network's strides)"
-            )
-        for name in ("steps", "batch_size", "val_every", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        for name in ("warmup_steps", "val_size", "num_workers", "seed", "val_seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-        if not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError("lr must be > 0 and weight_decay >= 0")
-        if not 0.0 <= self.min_lr_fraction <= 1.0:
-            raise ValueError("min_lr_fraction must be in [0, 1]")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError("ema_decay must be in [0, 1)")
-        if not 0.0 <= self.procedural_fraction <= 1.0:
-            raise ValueError("procedural_fraction must be in [0, 1]")
+        super().__post_init__()
         if self.tversky_alpha < 0 or self.tversky_beta < 0 or self.tversky_alpha + self.tversky_beta <= 0:
             raise ValueError("tversky_alpha and tversky_beta must be >= 0, not both 0")
         if not self.tversky_gamma > 0:
             raise ValueError("tversky_gamma must be > 0")
-        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
-            raise ValueError("grad_clip_norm must be > 0 (or null)")
 
 
 # --------------------------------------------------------------------------- loss and metric
@@ -223,253 +122,41 @@ def _dice(counts: torch.Tensor) -> float:
     return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
-def lr_at(step: int, config: TrainSegmentorConfig, total_steps: int) -> float:
-    """Learning rate of (0-based) step ``step``: linear warm-up, then cosine decay."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
-    low = config.lr * config.min_lr_fraction
-    return low + (config.lr - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+class SegmentorTask(Task):
+    """The segmentor: logits from the image, Focal Tversky against the exact mask."""
 
+    config_cls = TrainSegmentorConfig
+    metric = "val_dice"
+    metric_label = "val Dice"
+    n_totals = 3  # TP, FP, FN
 
-@torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
-        if e.dtype.is_floating_point:
-            e.lerp_(m, 1.0 - decay)
-        else:  # BatchNorm's num_batches_tracked
-            e.copy_(m)
+    def build(self) -> nn.Module:
+        return build_segmentor(self.config.model)
 
-
-# --------------------------------------------------------------------------- data
-
-
-class _TrainingSamples(Dataset):
-    """Training sample ``index`` (a pure function of it): negatives or procedural."""
-
-    def __init__(self, config: TrainSegmentorConfig, sampler: NegativePatchSampler | None) -> None:
-        self.config = config
-        self.sampler = sampler
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def procedural(self, index: int) -> bool:
-        if self.sampler is None:
-            return True
-        if self.config.procedural_fraction <= 0.0:
-            return False
-        draw = np.random.default_rng([self.config.seed, index, 0x5EED]).random()
-        return bool(draw < self.config.procedural_fraction)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sampler = None if self.procedural(index) else self.sampler
-        sample = generate_sample(
-            sample_seed(self.config.seed, index), self.config.synthesis, sampler,
-            self.config.procedural_spacing_mm, index=index,
-        )
+    def item(self, sample: Sample, index: int) -> dict[str, torch.Tensor]:
         return {
             "image": torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32))[None],
             "mask": torch.from_numpy(sample.mask.astype(np.float32))[None],
         }
 
-
-class _StepBatches(Sampler[list[int]]):
-    """The sample indices of each step ``start_step <= s < stop_step`` on one rank."""
-
-    def __init__(self, start_step: int, stop_step: int, batch_size: int, rank: int, world_size: int) -> None:
-        self.start_step, self.stop_step = start_step, stop_step
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-
-    def __len__(self) -> int:
-        return max(0, self.stop_step - self.start_step)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.start_step, self.stop_step):
-            first = (step * self.world_size + self.rank) * self.batch_size
-            yield list(range(first, first + self.batch_size))
-
-
-def _validation_batches(
-    config: TrainSegmentorConfig, sampler: NegativePatchSampler | None, rank: int, world_size: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """This rank's share of the fixed validation set, made once and kept in memory."""
-    dataset = SyntheticMCDataset(
-        config.val_size, config.val_seed, config.synthesis, sampler, config.procedural_spacing_mm
-    )
-    items = [dataset[i] for i in range(rank, config.val_size, world_size)]
-    batches = []
-    for k in range(0, len(items), config.batch_size):
-        chunk = items[k : k + config.batch_size]
-        batches.append((torch.stack([c["image"] for c in chunk]), torch.stack([c["mask"] for c in chunk])))
-    return batches
-
-
-@torch.no_grad()
-def _validate(
-    model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
-    autocast: Any, world_size: int,
-) -> float:
-    """Dice at 0.5 pooled over the whole validation set (all ranks)."""
-    model.eval()
-    counts = torch.zeros(3, dtype=torch.float64, device=device)
-    for image, mask in batches:
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
+             generator: torch.Generator, autocast: Autocast) -> torch.Tensor:
+        c = self.config
         with autocast():
-            logits = model(image.to(device))
-        counts += dice_counts(logits.float(), mask.to(device))
-    if world_size > 1:
-        dist.all_reduce(counts)
-    return _dice(counts.cpu())
+            logits = model(batch["image"])
+        return focal_tversky_loss(logits, batch["mask"], c.tversky_alpha, c.tversky_beta, c.tversky_gamma)
 
+    def validation_totals(self, model: nn.Module, batch: dict[str, torch.Tensor],
+                          generator: torch.Generator, autocast: Autocast) -> torch.Tensor:
+        with autocast():
+            logits = model(batch["image"])
+        return dice_counts(logits.float(), batch["mask"])
 
-# --------------------------------------------------------------------------- setup helpers
+    def metric_value(self, totals: torch.Tensor) -> float:
+        return _dice(totals)
 
-
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-
-def _setup_distributed(device_request: str) -> _Dist:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist()
-    if dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    wants_cuda = device_request.startswith("cuda") or (
-        device_request == "auto" and torch.cuda.is_available()
-    )
-    dist.init_process_group(backend="nccl" if wants_cuda else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), True)
-
-
-def resolve_device(device: str | torch.device, local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` under torchrun -> its local GPU."""
-    text = str(device)
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(text)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r}: expected auto, cpu or cuda") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA GPU is available (use --device cpu)")
-        if resolved.index is None:
-            resolved = torch.device("cuda", local_rank)
-        torch.cuda.set_device(resolved)
-    elif resolved.type != "cpu":
-        raise ConfigError(f"--device {device!r}: expected auto, cpu or cuda")
-    return resolved
-
-
-def _amp_dtype(config: TrainSegmentorConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.amp == "none":
-        return None
-    if config.amp == "fp16":
-        return torch.float16
-    if config.amp == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def _model_extra(config: TrainSegmentorConfig, sampler: NegativePatchSampler | None) -> dict[str, Any]:
-    """The conventions the model expects, stored in model.json's ``extra``."""
-    if sampler is None:
-        spacings = {tuple(config.procedural_spacing_mm)}
-    else:
-        spacings = {tuple(n.spacing_mm) for n in sampler.negatives}
-        if config.procedural_fraction > 0:
-            spacings.add(tuple(config.procedural_spacing_mm))
-    return {
-        "pixel_spacing_mm": list(next(iter(spacings))) if len(spacings) == 1 else None,
-        "pixel_spacings_mm_seen": sorted(list(s) for s in spacings),
-        "intensity": {
-            "rule": "v = (x - low) / (high - low) inside the breast",
-            "low_percentile": config.patches.low_percentile,
-            "high_percentile": config.patches.high_percentile,
-            "exclude_pectoral": config.patches.exclude_pectoral,
-        },
-        "patch_size_px": config.synthesis.patch_size_px,
-        "size_multiple": size_multiple(config.model),
-        "threshold_logit": 0.0,
-    }
-
-
-def _truncate_log(path: Path, last_step: int) -> None:
-    """Drop log lines after the checkpoint (an interrupted run logged past it)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= last_step:
-                keep.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut short by the interruption
-    write_bytes_atomic(path, ("\n".join(keep) + "\n").encode() if keep else b"")
-
-
-def _progress_bar(enabled: bool):  # noqa: ANN202
-    from mcgenref.progress import progress_bar
-
-    return progress_bar("training", "loss {task.fields[loss]}  val Dice {task.fields[dice]}", enabled)
-
-
-def _spacing_pair(value: Any) -> tuple[float, float] | None:
-    from mcgenref.io.spacing import validate_spacing
-
-    return None if value is None else validate_spacing(value)
-
-
-def _prepare_run_folder(
-    out_dir: Path, config: TrainSegmentorConfig | None, negatives: list[str] | None,
-    pixel_spacing_mm: Any, resume: bool, steps: int | None, check_empty: bool = True,
-) -> tuple[TrainSegmentorConfig, list[str] | None, Any, Path | None]:
-    """Resolve the config and inputs of a new or resumed run; returns the checkpoint to load."""
-    checkpoint = find_training_state(out_dir / "checkpoint") if resume else None
-    if checkpoint is None:
-        if check_empty and not resume and out_dir.is_dir() and any(out_dir.iterdir()):
-            raise OutputError(
-                f"run folder {out_dir} exists and is not empty (use --resume to continue it, "
-                "or choose a new --out)"
-            )
-        config = config or TrainSegmentorConfig()
-        if not negatives and pixel_spacing_mm is not None:
-            # as in `mcgenref synth`: without negatives the spacing is the procedural one
-            config = dataclasses.replace(config, procedural_spacing_mm=_spacing_pair(pixel_spacing_mm))
-    else:
-        stored = load_config(TrainSegmentorConfig, out_dir / "config.json")
-        try:
-            run = json.loads((out_dir / "run.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot resume: {out_dir / 'run.json'} is unreadable ({exc})") from None
-        if config is not None and dataclasses.replace(config, steps=stored.steps) != stored:
-            raise ConfigError(
-                f"the config differs from {out_dir / 'config.json'}; resume without --config "
-                "(only --steps may change)"
-            )
-        if negatives is not None and negatives != run["negatives"]:
-            raise ConfigError(f"--negatives differ from the run's ({out_dir / 'run.json'})")
-        negatives = run["negatives"]
-        stored_spacing = run["pixel_spacing_mm"]
-        if isinstance(stored_spacing, list):
-            stored_spacing = tuple(stored_spacing)
-        if pixel_spacing_mm is not None and _spacing_pair(pixel_spacing_mm) != _spacing_pair(stored_spacing):
-            raise ConfigError(f"--pixel-spacing differs from the run's ({out_dir / 'run.json'})")
-        pixel_spacing_mm = stored_spacing
-        config = stored
-    if steps is not None:
-        if steps < 1:
-            raise ConfigError("--steps must be at least 1")
-        config = dataclasses.replace(config, steps=steps)
-    return config, negatives, pixel_spacing_mm, checkpoint
-
-
-# --------------------------------------------------------------------------- the loop
+    def extra(self) -> dict[str, Any]:
+        return {"threshold_logit": 0.0}
 
 
 def train_segmentor(
@@ -483,7 +170,7 @@ def train_segmentor(
     progress: bool = True,
     stop_at_step: int | None = None,
 ) -> dict[str, Any]:
-    """Train the segmentor on synthetic MCs; write the run folder (module docstring).
+    """Train the segmentor on synthetic MCs; write the run folder (:mod:`mcgenref.training.loop`).
 
     Args:
         config: the run config; ``None`` means the defaults, or, with ``resume``, the run's
@@ -504,237 +191,6 @@ def train_segmentor(
         ``steps``, ``loss``, ``val_dice``, ``val_history`` [(step, Dice)], ``seconds``,
         ``steps_per_second`` (this session), ``device``, ``world_size``, ``resumed_from``.
     """
-    from mcgenref.io import list_images
-
-    out_dir = Path(out_dir)
-    paths = [str(p) for p in list_images([Path(p) for p in negatives])] if negatives else None
-    ddp = _setup_distributed(str(device))
-    main_process = ddp.rank == 0
-    error: McGenRefError | None = None
-    try:
-        device = resolve_device(device, ddp.local_rank)
-        config, paths, pixel_spacing_mm, checkpoint = _prepare_run_folder(
-            out_dir, config, paths, pixel_spacing_mm, resume, steps, check_empty=main_process
-        )
-        if main_process:
-            check_writable_dir(out_dir)
-    except McGenRefError as exc:
-        error = exc
-    if ddp.world_size > 1:
-        # some checks run on rank 0 only (the run folder): every rank must learn of a failure,
-        # or the others would wait for rank 0 in the first collective until the timeout
-        kinds = {cls.__name__: cls for cls in (ConfigError, InputError, OutputError, McGenRefError)}
-        mine = None if error is None else (type(error).__name__, str(error))
-        errors: list[tuple[str, str] | None] = [None] * ddp.world_size
-        dist.all_gather_object(errors, mine)
-        first = next((e for e in errors if e is not None), None)
-        if first is not None and error is None:
-            error = kinds.get(first[0], McGenRefError)(first[1])
-    if error is not None:
-        if ddp.owns_group:
-            dist.destroy_process_group()
-        raise error
-    total_steps = config.steps
-    amp_dtype = _amp_dtype(config, device)
-    previous_deterministic = torch.are_deterministic_algorithms_enabled()
-    if config.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
-    # the global torch RNG is used (init, dropout) but restored for the caller afterwards
-    rng_devices = [device.index or 0] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=rng_devices):
-            summary = _train(config, paths, pixel_spacing_mm, out_dir, device, ddp, amp_dtype,
-                             checkpoint, total_steps, progress, stop_at_step)
-        if main_process:
-            # folders left by a process killed while it wrote a checkpoint (the run is
-            # finished or stopped cleanly now, so nothing else is writing them)
-            for stale in (*out_dir.glob(".checkpoint.partial-*"), *out_dir.glob(".checkpoint.old-*"),
-                          *out_dir.glob(".model.partial-*")):
-                shutil.rmtree(stale, ignore_errors=True)
-        if ddp.owns_group:
-            # rank 0 hosts the rendezvous store: no rank may tear the group down while
-            # another still uses it (seen as an abort at exit on gloo)
-            dist.barrier()
-        return summary
-    finally:
-        torch.use_deterministic_algorithms(previous_deterministic)
-        if ddp.owns_group:
-            dist.destroy_process_group()
-
-
-def _train(
-    config: TrainSegmentorConfig, paths: list[str] | None, pixel_spacing_mm: Any, out_dir: Path,
-    device: torch.device, ddp: _Dist, amp_dtype: torch.dtype | None, checkpoint: Path | None,
-    total_steps: int, progress: bool, stop_at_step: int | None,
-) -> dict[str, Any]:
-    main_process = ddp.rank == 0
-    session_start = time.perf_counter()
-
-    # ---- data: negatives (or procedural), training samples by step, fixed validation set
-    sampler = None
-    if paths:
-        sampler = NegativePatchSampler(
-            paths, config.synthesis.patch_size_px, config.patches, pixel_spacing_mm=pixel_spacing_mm
-        )
-    val_batches = _validation_batches(config, sampler, ddp.rank, ddp.world_size)
-
-    # ---- model, EMA, optimiser, loss scaling
-    torch.manual_seed(config.seed)
-    net = build_segmentor(config.model).to(device)
-    ema = copy.deepcopy(net).requires_grad_(False)
-    model = nn.parallel.DistributedDataParallel(net) if ddp.world_size > 1 else net
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-    def autocast():  # noqa: ANN202
-        if amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-    # ---- resume: everything else is a function of the step
-    step, seconds_before, val_history, resumed_from = 0, 0.0, [], None
-    if checkpoint is not None:
-        tensors, record = load_training_state(checkpoint)
-        if record["world_size"] != ddp.world_size:
-            raise ConfigError(
-                f"the run was trained with {record['world_size']} process(es); resume it with "
-                f"the same number (got {ddp.world_size})"
-            )
-        net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        ema.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
-        optimizer.load_state_dict(unflatten_optimizer_state(tensors, record["optimizer"]))
-        if record.get("scaler"):
-            scaler.load_state_dict(record["scaler"])
-        step, seconds_before = record["step"], record["seconds"]
-        val_history = [tuple(v) for v in record["val_history"]]
-        resumed_from = step
-
-    # ---- run folder (rank 0)
-    log_path = out_dir / "log.jsonl"
-    if main_process:
-        write_json_atomic(out_dir / "config.json", to_dict(config))
-        write_json_atomic(out_dir / "run.json", {
-            "software": f"mcgenref {mcgenref.__version__}",
-            "negatives": paths,
-            "pixel_spacing_mm": pixel_spacing_mm,
-            "world_size": ddp.world_size,
-            "device": device.type,
-            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "none",
-        })
-        if resumed_from is not None:
-            _truncate_log(log_path, step)
-        elif log_path.exists():
-            log_path.unlink()
-    extra = _model_extra(config, sampler)
-
-    def save_checkpoint() -> None:
-        opt_tensors, opt_info = flatten_optimizer_state(optimizer.state_dict())
-        tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
-        tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
-        tensors |= opt_tensors
-        state = {
-            "step": step,
-            "samples_seen": step * config.batch_size * ddp.world_size,
-            "seconds": seconds,
-            "world_size": ddp.world_size,
-            "optimizer": opt_info,
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "val_history": val_history,
-        }
-        save_training_state(out_dir / "checkpoint", tensors, state, ema, config.model,
-                            {**extra, "training": {"step": step, "ema": True}})
-
-    stop = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
-    loader = DataLoader(
-        _TrainingSamples(config, sampler),
-        batch_sampler=_StepBatches(step, stop, config.batch_size, ddp.rank, ddp.world_size),
-        num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    loss_sum = torch.zeros((), device=device)
-    loss_count, last_loss, val_dice = 0, float("nan"), (val_history[-1][1] if val_history else None)
-    seconds = seconds_before
-    first_step = step
-
-    with _progress_bar(progress and main_process) as bar:
-        task = bar.add_task("train", total=total_steps, completed=step, loss="-",
-                            dice=f"{val_dice:.3f}" if val_dice is not None else "-")
-        for batch in loader:
-            # ---- one optimisation step
-            torch.manual_seed(sample_seed(config.seed, step * ddp.world_size + ddp.rank))
-            lr = lr_at(step, config, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            image = batch["image"].to(device, non_blocking=True)
-            mask = batch["mask"].to(device, non_blocking=True)
-            model.train()
-            with autocast():
-                logits = model(image)
-            loss = focal_tversky_loss(
-                logits, mask, config.tversky_alpha, config.tversky_beta, config.tversky_gamma
-            )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip_norm is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            _ema_update(ema, net, min(config.ema_decay, (1 + step) / (10 + step)))
-            loss_sum += loss.detach()
-            loss_count += 1
-
-            # ---- every so often: validation, log line, checkpoint
-            last = step == stop
-            do_val = step % config.val_every == 0 or last
-            do_ckpt = step % config.checkpoint_every == 0 or last
-            if do_val:
-                val_dice = _validate(ema, val_batches, device, autocast, ddp.world_size)
-                val_history.append((step, val_dice))
-            if step % config.log_every == 0 or do_val or do_ckpt:
-                if ddp.world_size > 1:
-                    dist.all_reduce(loss_sum)
-                    loss_sum /= ddp.world_size
-                last_loss = float(loss_sum) / loss_count
-                loss_sum.zero_()
-                loss_count = 0
-                seconds = seconds_before + time.perf_counter() - session_start
-                if main_process:
-                    with log_path.open("a") as fh:
-                        fh.write(json.dumps({
-                            "step": step, "loss": round(last_loss, 6), "lr": lr,
-                            "val_dice": round(val_dice, 6) if do_val else None,
-                            "seconds": round(seconds, 3),
-                        }) + "\n")
-                bar.update(task, completed=step, loss=f"{last_loss:.4f}",
-                           dice=f"{val_dice:.3f}" if val_dice is not None else "-")
-            if do_ckpt and main_process:
-                save_checkpoint()
-
-    # ---- the result: the EMA weights as a self-describing model folder
-    model_dir = None
-    if step >= total_steps and main_process:
-        extra["training"] = {
-            "steps": step, "batch_size": config.batch_size, "world_size": ddp.world_size,
-            "val_dice": val_dice, "seed": config.seed, "ema_decay": config.ema_decay,
-            "backgrounds": "negatives" if sampler is not None else "procedural",
-        }
-        model_dir = save_model(out_dir / "model", ema, config.model, extra, overwrite=True)
-    session_seconds = time.perf_counter() - session_start
-    return {
-        "run_dir": str(out_dir),
-        "model_dir": str(model_dir) if model_dir is not None else None,
-        "step": step,
-        "steps": total_steps,
-        "loss": last_loss,
-        "val_dice": val_dice,
-        "val_history": [list(v) for v in val_history],
-        "seconds": seconds_before + session_seconds,
-        "steps_per_second": (step - first_step) / session_seconds if session_seconds > 0 else 0.0,
-        "device": str(device),
-        "world_size": ddp.world_size,
-        "resumed_from": resumed_from,
-    }
+    return run_training(SegmentorTask, config, negatives, out_dir, device=device, steps=steps,
+                        resume=resume, pixel_spacing_mm=pixel_spacing_mm, progress=progress,
+                        stop_at_step=stop_at_step)
