@@ -261,3 +261,19 @@ def test_tiny_mlp_learns_two_point_masses():
     assert (dist.min(dim=1).values < 0.5).float().mean() > 0.85
     share = (dist.argmin(dim=1) == 0).float().mean()
     assert 0.3 < share < 0.7
+
+
+def test_weighted_loss_is_the_weighted_mean_of_the_squared_errors():
+    x1 = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+
+    def zero(x, t, cond):
+        return torch.zeros_like(x)
+
+    plain = rectified_flow_loss(zero, x1, generator=torch.Generator().manual_seed(0))
+    ones = rectified_flow_loss(zero, x1, generator=torch.Generator().manual_seed(0),
+                               weight=torch.ones_like(x1))
+    assert torch.allclose(plain.loss, ones.loss)
+    half = torch.zeros_like(x1)
+    half[0] = 1.0  # only the first sample counts
+    only_first = rectified_flow_loss(zero, x1, generator=torch.Generator().manual_seed(0), weight=half)
+    assert torch.allclose(only_first.loss, only_first.target[0].pow(2).mean())

@@ -103,18 +103,27 @@ def rectified_flow_loss(
     cond: Any = None,
     generator: torch.Generator | None = None,
     time_distribution: TimeDistribution = "uniform",
+    weight: Tensor | None = None,
 ) -> RFLoss:
     """Draw ``x_0 ~ N(0, I)`` and ``t``, then ``loss = mean (v(x_t, t, cond) - (x_1 - x_0))^2``.
 
     ``x_0`` is drawn first, then ``t``, both from ``generator`` (``None``: torch's global
-    generator, not replayable). The mean runs over batch and elements (per-element MSE).
+    generator, not replayable). The mean runs over batch and elements (per-element MSE);
+    with ``weight`` (non-negative, broadcastable to ``x1``) it is the weighted mean
+    ``sum w (v - u)^2 / sum w``, so that rare pixels that matter (the MCs) are not drowned
+    by the many that are easy.
     """
     draw_on = generator.device if generator is not None else x1.device
     x0 = torch.randn(x1.shape, generator=generator, device=draw_on, dtype=x1.dtype).to(x1.device)
     t = sample_time(x1.shape[0], generator, x1.device, time_distribution, x1.dtype)
     x_t = interpolate(x0, x1, t)
     target = x1 - x0
-    loss = (velocity_fn(x_t, t, cond) - target).pow(2).mean()
+    error = (velocity_fn(x_t, t, cond) - target).pow(2)
+    if weight is None:
+        loss = error.mean()
+    else:
+        weight = weight.expand_as(error).to(error.dtype)
+        loss = (weight * error).sum() / weight.sum().clamp_min(torch.finfo(error.dtype).tiny)
     return RFLoss(loss=loss, x_t=x_t, t=t, target=target)
 
 

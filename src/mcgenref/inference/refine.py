@@ -28,7 +28,8 @@ candidates only:
    - ``proximity``: ``mean((z - z0)^2) / proximity_scale^2``, which keeps what no other term
      speaks about where the segmentor put it;
 
-5. rounds 1-4 repeat ``rounds`` times (the seeds of a later round come from the refined map).
+5. rounds 1-4 repeat ``rounds`` times (the seeds of a later round come from the refined map;
+   a window whose seeds did not change is not projected again).
 
 Windows are merged back by blending the *change* ``z - z0`` with a taper that is 1 inside a
 margin and falls to 0 at the window's edge, so the refined map has no seams and is exactly
@@ -54,7 +55,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -289,43 +290,71 @@ class Refiner:
             loss = loss + c.proximity_weight * ((z - z0) / c.proximity_scale).pow(2).mean(dim=(1, 2, 3))
         return loss.sum()  # windows are independent: the sum keeps each one's gradient its own
 
-    def _refine_batch(self, index: list[int], y: Tensor, z0: Tensor, region: Tensor,
-                      spacing_mm: tuple[float, float]) -> tuple[Tensor, Tensor]:
-        """Rounds of seed -> project -> surrogate -> refine for a batch of windows."""
+    def _seed_maps(self, z: Tensor, region: Tensor, spacing_mm: tuple[float, float]
+                   ) -> tuple[np.ndarray, list[tuple[tuple[float, float], ...]]]:
+        """Seed maps [B, 1, H, W] from ``sigmoid(z)`` and each window's seed positions."""
         c = self.config
-        b, _, h, w = y.shape
+        b, _, h, w = z.shape
+        maps = np.zeros((b, 1, h, w), dtype=np.float32)
+        keys: list[tuple[tuple[float, float], ...]] = [() for _ in range(b)]
+        if not c.use_seeds:
+            return maps, keys
+        prob = torch.sigmoid(z).cpu().numpy()[:, 0]
+        reg = region.cpu().numpy()[:, 0]
+        for i in range(b):
+            seeds = seeds_from_probability(prob[i], spacing_mm, c.seeds, region=reg[i])
+            seeds = [replace(s, strength=1.0) for s in seeds]  # see mcgenref.training.generator
+            maps[i, 0] = render_seed_map(seeds, (h, w), spacing_mm, c.seeds)
+            keys[i] = tuple(sorted((round(s.row, 1), round(s.col, 1)) for s in seeds))
+        return maps, keys
+
+    def _refine_batch(self, index: list[int], y: Tensor, z0: Tensor, region: Tensor,
+                      spacing_mm: tuple[float, float]) -> tuple[Tensor, Tensor, int]:
+        """Rounds of seed -> project -> surrogate -> refine for a batch of windows.
+
+        A later round re-projects only the windows whose seeds moved (appeared, vanished or
+        shifted by 0.1 px or more): with the same seeds it would only draw K more samples of
+        the same condition. Returns the logits, the surrogate spread and the number of
+        window-rounds computed.
+        """
+        c = self.config
         z = z0.clone()
         spread = torch.zeros_like(z0)
         seg_y = self._segment(y) if c.context_correction else None
+        previous: list[tuple[tuple[float, float], ...]] | None = None
+        computed = 0
         for r in range(c.rounds):
-            prob = torch.sigmoid(z).cpu().numpy()[:, 0]
-            maps = np.zeros((b, 1, h, w), dtype=np.float32)
-            if c.use_seeds:
-                reg = region.cpu().numpy()[:, 0]
-                for i in range(b):
-                    seeds = seeds_from_probability(prob[i], spacing_mm, c.seeds, region=reg[i])
-                    seeds = [type(s)(s.row, s.col, s.size_mm, 1.0) for s in seeds]
-                    maps[i, 0] = render_seed_map(seeds, (h, w), spacing_mm, c.seeds)
-            seed_map = torch.from_numpy(maps).to(self.device)
-            x = self._project(y, seed_map, self._noise(index, r, (h, w)))
-            logits_k = self._segment(x).reshape(b, c.k, h, w)
+            maps, keys = self._seed_maps(z, region, spacing_mm)
+            active = [i for i in range(len(index)) if previous is None or keys[i] != previous[i]]
+            previous = keys
+            if not active:
+                break
+            computed += len(active)
+            act = torch.tensor(active, device=self.device)
+            ya, z0a = y[act], z0[act]
+            h, w = ya.shape[2:]
+            noise = self._noise([index[i] for i in active], r, (h, w))
+            x = self._project(ya, torch.from_numpy(maps[active]).to(self.device), noise)
+            logits_k = self._segment(x).reshape(len(active), c.k, h, w)
             if seg_y is not None:
-                logits_k = z0 + (logits_k - seg_y)
+                logits_k = z0a + (logits_k - seg_y[act])
             s = torch.sigmoid(logits_k.clamp(-c.logit_clip, c.logit_clip))
             m = s.mean(dim=1, keepdim=True)
             sd = s.std(dim=1, keepdim=True, unbiased=False) if c.k > 1 else torch.zeros_like(m)
             agree = (1.0 - 2.0 * sd).clamp(0.0, 1.0)
-            spread = sd
-            z = z.detach().requires_grad_(True)
-            optimizer = torch.optim.Adam([z], lr=c.lr)
+            za = z[act].detach().requires_grad_(True)
+            optimizer = torch.optim.Adam([za], lr=c.lr)
             for _ in range(c.refine_steps):
                 optimizer.zero_grad(set_to_none=True)
-                self._objective(z, z0, m, agree, s, y).backward()
+                self._objective(za, z0a, m, agree, s, ya).backward()
                 optimizer.step()
                 with torch.no_grad():
-                    z.clamp_(-c.logit_clip, c.logit_clip)
-            z = z.detach()
-        return z, spread
+                    za.clamp_(-c.logit_clip, c.logit_clip)
+            z = z.clone()
+            z[act] = za.detach()
+            spread = spread.clone()
+            spread[act] = sd
+        return z, spread, computed
 
     def refine(self, image: np.ndarray, region: np.ndarray, logits: np.ndarray,
                spacing_mm: tuple[float, float]) -> RefineResult:
@@ -343,6 +372,7 @@ class Refiner:
         weight = np.zeros((h, w), dtype=np.float32)
         spread = np.zeros((h, w), dtype=np.float32)
         taper = _taper(size, min(c.margin_px, size // 4))
+        window_rounds = 0
         fits = size % 16 == 0
         for b0 in range(0, len(corners), c.batch_windows):
             batch = corners[b0 : b0 + c.batch_windows]
@@ -352,7 +382,8 @@ class Refiner:
             y = torch.from_numpy(np.stack([image[s] for s in sl])[:, None].astype(np.float32)).to(self.device)
             z0 = torch.from_numpy(np.stack([z0_full[s] for s in sl])[:, None]).to(self.device)
             reg = torch.from_numpy(np.stack([region[s] for s in sl])[:, None]).to(self.device)
-            z, sd = self._refine_batch(list(range(b0, b0 + len(batch))), y, z0, reg, spacing_mm)
+            z, sd, n = self._refine_batch(list(range(b0, b0 + len(batch))), y, z0, reg, spacing_mm)
+            window_rounds += n
             z_np, z0_np, sd_np = z.cpu().numpy()[:, 0], z0.cpu().numpy()[:, 0], sd.cpu().numpy()[:, 0]
             for i, s in enumerate(sl):
                 delta[s] += taper * (z_np[i] - z0_np[i])
@@ -364,6 +395,7 @@ class Refiner:
         info = {
             "windows": len(corners) if fits else 0,
             "windows_dropped": dropped,
+            "window_rounds": window_rounds,
             "window_px": size,
             "refine_s": round(time.perf_counter() - t0, 4),
         }

@@ -25,8 +25,9 @@ is what TT-GPR's agreement weights and uncertainty map measure. Seeds are drawn 
 because at test time a seed's probability says how sure the segmentor was, which is what is
 being questioned; the generator must judge from the pixels.
 
-Loss: :func:`mcgenref.flow.rectified.rectified_flow_loss` with the seed map zeroed per sample
-with probability ``model.condition_dropout`` (classifier-free guidance). Validation metric: the
+Loss: :func:`mcgenref.flow.rectified.rectified_flow_loss`, weighted ``1 + seed_loss_weight *
+seed_map`` per pixel (the MCs and decoys must not drown in the background), with the seed map
+zeroed per sample with probability ``model.condition_dropout`` (classifier-free guidance). Validation metric: the
 same loss on the fixed validation set with fixed draws (``val_loss``, lower is better).
 """
 
@@ -69,6 +70,11 @@ class TrainGeneratorConfig(LoopConfig):
         decoy_rate: mean number of decoy seeds (no MC under them) per patch (Poisson).
         decoy_size_mm: range of the decoys' sizes (uniform), that of the synthesised MCs.
         time_distribution: how training times are drawn (:func:`~mcgenref.flow.rectified.sample_time`).
+        seed_loss_weight: the loss weight of a pixel is ``1 + seed_loss_weight * seed_map``:
+            MCs and decoys cover ~1 % of a patch, and with plain MSE the network learns to
+            copy the background and leaves the MCs faint (measured: after 1900 CPU steps
+            unweighted, a seeded faint MC's contrast went from 0.059 to 0.064 of the clean
+            0.074). 100 gives the seeded pixels about the weight of the rest together.
     """
 
     synthesis: SynthesisConfig = field(default_factory=lambda: SynthesisConfig(patch_size_px=64))
@@ -79,6 +85,7 @@ class TrainGeneratorConfig(LoopConfig):
     decoy_rate: float = 3.0
     decoy_size_mm: tuple[float, float] = (0.15, 0.6)
     time_distribution: TimeDistribution = "logit_normal"
+    seed_loss_weight: float = 100.0
 
     def network_size_multiple(self) -> int:
         return self.model.size_multiple
@@ -93,6 +100,8 @@ class TrainGeneratorConfig(LoopConfig):
         low, high = self.decoy_size_mm
         if not 0.0 < low <= high:
             raise ValueError(f"decoy_size_mm must satisfy 0 < low <= high, got {self.decoy_size_mm}")
+        if self.seed_loss_weight < 0:
+            raise ValueError(f"seed_loss_weight must be >= 0, got {self.seed_loss_weight}")
         if self.time_distribution not in ("uniform", "logit_normal"):
             raise ValueError(f"time_distribution must be uniform or logit_normal, got {self.time_distribution!r}")
 
@@ -146,10 +155,11 @@ class GeneratorTask(Task):
     def _loss(self, model: nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator,
               autocast: Autocast, dropout: float) -> torch.Tensor:
         cond = {"seed_map": batch["seed_map"], "background": batch["background"]}
+        weight = 1.0 + self.config.seed_loss_weight * batch["seed_map"]  # before any drop
         cond = drop_condition(cond, generator, dropout)
         with autocast():
             result = rectified_flow_loss(
-                model, batch["image"], cond, generator, self.config.time_distribution
+                model, batch["image"], cond, generator, self.config.time_distribution, weight
             )
         return result.loss.float()
 
@@ -175,6 +185,7 @@ class GeneratorTask(Task):
                 "decoy_rate": c.decoy_rate,
                 "decoy_size_mm": list(c.decoy_size_mm),
                 "seed_strength": 1.0,
+                "seed_loss_weight": c.seed_loss_weight,
             },
             "seeds": {
                 "blob_sigma_scale": c.seeds.blob_sigma_scale,
