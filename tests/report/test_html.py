@@ -75,7 +75,7 @@ def _decode(uri: str) -> Image.Image:
 
 def _assert_self_contained(text: str, page: Page) -> None:
     assert "<script" not in text.lower()
-    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.IGNORECASE)
     for ref in page.refs:
         assert ref.startswith(("data:image/", "#")), ref[:60]
     assert "@import" not in text and "url(" not in text
@@ -223,7 +223,7 @@ def test_unwritable_report_is_one_error_line(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def evaluation(batch: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    inputs, pred = batch
+    _, pred = batch
     truth = tmp_path_factory.mktemp("truth")
     for name in ("left one", "right"):
         mask = np.asarray(Image.open(pred / f"{name}_mask.png"))
