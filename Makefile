@@ -28,7 +28,7 @@ demo: setup
 	$(BIN)/mcgenref segment demo-output/example.dcm --out demo-output/segmentation --overwrite
 	$(BIN)/mcgenref evaluate --pred demo-output/segmentation --truth demo-output/example_truth --out demo-output/evaluation --bootstrap 200
 	$(BIN)/mcgenref synth --out demo-output/synthetic --count 16 --seed 0 --overwrite
-	@echo "see demo-output/segmentation/example_overlay.png and demo-output/synthetic/preview.png"
+	@echo "see demo-output/segmentation/report.html, demo-output/evaluation/report.html and demo-output/synthetic/preview.png"
 
 test: setup
 	$(BIN)/python -m pytest -q

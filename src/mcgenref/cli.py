@@ -207,19 +207,22 @@ def segment(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images already finished in OUT.")] = False,
     refine: Annotated[bool, typer.Option("--refine", help="Refine the segmentor's output around its candidates with TT-GPR (generator projections; slower). Writes <stem>_uncertainty.png too.")] = False,
     generator: Annotated[Path | None, typer.Option("--generator", help="Generator folder for --refine; default: the shipped generator.")] = None,
+    no_seg: Annotated[bool, typer.Option("--no-seg", help="Do not write <stem>_seg.dcm (DICOM SEG) for DICOM inputs.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write OUT/report.html.")] = False,
 ) -> None:
     """Segment microcalcifications in full-field mammograms.
 
     For each input <stem> writes <stem>_prob.png, _mask.png, _calcifications.csv,
-    _clusters.json, _overlay.png, _breast.png and _meta.json into OUT (with --refine also
-    _uncertainty.png; for DICOM inputs also _seg.dcm).
+    _clusters.json (clusters with descriptive geometry), _overlay.png, _breast.png, with
+    --refine _uncertainty.png, for DICOM inputs _seg.dcm (DICOM SEG), and _meta.json into OUT;
+    then OUT/report.html, a self-contained HTML report of the run.
     """
     from mcgenref.workflows import run_segment
 
     summary = run_segment(
         inputs=inputs, out=out, model=model, device=device, pixel_spacing=pixel_spacing,
         threshold=threshold, method=method, config_path=config, overwrite=overwrite,
-        refine=refine, generator=generator,
+        refine=refine, generator=generator, write_seg=not no_seg, report=not no_report,
     )
     typer.echo(
         f"{len(summary['done'])} segmented, {len(summary['skipped'])} already done -> {summary['out']}"
@@ -231,17 +234,19 @@ def segment(
 def evaluate(
     pred: Annotated[Path, typer.Option("--pred", help="A folder written by 'mcgenref segment'.")],
     truth: Annotated[Path, typer.Option("--truth", help="Ground truth: a mask folder, INbreast XML file/folder, or mini-MIAS Info.txt.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, per_image.csv and FROC plots.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, per_image.csv, FROC plots and report.html.")],
     truth_format: Annotated[str | None, typer.Option("--truth-format", help="masks, inbreast or mias (detected when not given).")] = None,
     tolerance_mm: Annotated[float, typer.Option("--tolerance-mm", help="An MC is hit by a detection within this distance.")] = 1.0,
     cluster_tolerance_mm: Annotated[float, typer.Option("--cluster-tolerance-mm", help="A labelled cluster circle is enlarged by this much.")] = 2.0,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% confidence intervals.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write OUT/report.html.")] = False,
 ) -> None:
     """Score a prediction folder against ground truth (pixel, object and cluster metrics, FROC)."""
     from mcgenref.workflows import run_evaluate
 
-    metrics = run_evaluate(pred, truth, out, truth_format, tolerance_mm, cluster_tolerance_mm, bootstrap, seed)
+    metrics = run_evaluate(pred, truth, out, truth_format, tolerance_mm, cluster_tolerance_mm, bootstrap, seed,
+                           report=not no_report)
     typer.echo(metrics["summary_line"])
 
 

@@ -86,12 +86,16 @@ def run_segment(
     show_progress: bool = True,
     refine: bool = False,
     generator: Path | None = None,
+    write_seg: bool = True,
+    report: bool = True,
 ) -> dict:
     """``mcgenref segment``: segment every input image into ``out`` (see mcgenref.inference).
 
     Images already finished with the same model and settings are skipped unless
     ``overwrite``; finished with other settings, they are refused unless ``overwrite``. A
     failing image is reported and the others go on; the summary says which failed.
+    ``write_seg``: DICOM SEG for DICOM inputs (``SegmentConfig.write_seg``, off if either is);
+    ``report``: ``out/report.html`` of this run (:func:`mcgenref.report.write_segment_report`).
     """
     import warnings
 
@@ -116,6 +120,8 @@ def run_segment(
         changes["threshold"] = threshold
     if refine:
         changes["refine"] = True
+    if not write_seg:
+        changes["write_seg"] = False
     try:
         config = dataclasses.replace(config, **changes)
     except ValueError as exc:
@@ -140,7 +146,7 @@ def run_segment(
     todo = []
     skipped = []
     for stem, p in stems.items():
-        state = is_done(out, stem, settings)
+        state = is_done(out, stem, settings, write_seg=config.write_seg)
         if state is True and not overwrite:
             skipped.append(stem)
         elif state is False and not overwrite:
@@ -175,6 +181,14 @@ def run_segment(
         for stem, p in todo:
             one(stem, p)
     summary = {"done": done, "skipped": skipped, "failed": failed, "out": str(out)}
+    if report:  # before a failure is raised: the report lists the failed inputs too
+        from mcgenref.report import write_segment_report
+
+        status = {**dict.fromkeys(done, "done"), **dict.fromkeys(skipped, "skipped")}
+        errors = {Path(f["input"]).stem: f["error"] for f in failed}
+        entries = [{"input": str(p), "prefix": s, "status": status.get(s, "failed"),
+                    "error": errors.get(s)} for s, p in stems.items()]
+        summary["report"] = str(write_segment_report(out, entries))
     if failed:
         raise McGenRefError(f"{len(failed)} of {len(stems)} images failed (see warnings above)")
     return summary
@@ -189,8 +203,10 @@ def run_evaluate(
     cluster_tolerance_mm: float = 2.0,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    report: bool = True,
 ) -> dict:
-    """``mcgenref evaluate``: metrics.json, per_image.csv and FROC plots in ``out``.
+    """``mcgenref evaluate``: metrics.json, per_image.csv, FROC plots and (``report``)
+    report.html in ``out``.
 
     Returns the metrics with an extra ``summary_line`` (not written) for the terminal.
     """
@@ -208,6 +224,10 @@ def run_evaluate(
         pred, truth, truth_format, out, tolerance_mm=tolerance_mm,
         cluster_tolerance_mm=cluster_tolerance_mm, n_bootstrap=n_bootstrap, seed=seed,
     )
+    if report:
+        from mcgenref.report import write_evaluation_report
+
+        write_evaluation_report(Path(out), Path(pred))
 
     def num(value: object, digits: int) -> str:
         # a metric is None when undefined (e.g. sensitivity with no truth MC: only normals)

@@ -131,3 +131,41 @@ def test_seg_bytes_refuses_a_mismatched_mask(tmp_path: Path) -> None:
     path, _ = _source(tmp_path, False)
     with pytest.raises(InputError, match="cannot build DICOM SEG"):
         seg_bytes(path, np.zeros((10, 10), bool), {"name": "x", "version": "1"})
+
+
+def test_no_seg_switch_and_reruns(tmp_path: Path) -> None:
+    path, _ = _source(tmp_path, False)
+    out = tmp_path / "out"
+    base = ["segment", str(path), "--out", str(out), "--method", "classical"]
+    res = runner.invoke(app, [*base, "--no-seg"])
+    assert res.exit_code == 0, res.output
+    assert (out / "mg_meta.json").is_file() and not (out / "mg_seg.dcm").exists()
+    # without the SEG the image is done for --no-seg (not "other settings")...
+    res = runner.invoke(app, [*base, "--no-seg"])
+    assert res.exit_code == 0 and "1 already done" in res.output, res.output
+    # ...and redone, SEG included, when the SEG is wanted
+    res = runner.invoke(app, base)
+    assert res.exit_code == 0 and "1 segmented" in res.output, res.output
+    assert (out / "mg_seg.dcm").is_file()
+    res = runner.invoke(app, [*base, "--no-seg"])  # a SEG already there is fine
+    assert res.exit_code == 0 and "1 already done" in res.output, res.output
+    # redone without the SEG: the SEG of the earlier mask is removed, not left stale
+    res = runner.invoke(app, [*base, "--no-seg", "--overwrite"])
+    assert res.exit_code == 0 and not (out / "mg_seg.dcm").exists()
+
+
+def test_write_seg_in_config_file_and_settings(tmp_path: Path) -> None:
+    from mcgenref.inference.segment import SegmentConfig, Segmenter
+
+    path, _ = _source(tmp_path, False)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"write_seg": False}))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["segment", str(path), "--out", str(out), "--method", "classical",
+                              "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert not (out / "mg_seg.dcm").exists()
+    # an output switch, not a result setting: the settings compared on reruns do not hold it
+    on = Segmenter(SegmentConfig(method="classical")).settings()
+    off = Segmenter(SegmentConfig(method="classical", write_seg=False)).settings()
+    assert on == off and "write_seg" not in on["config"]

@@ -66,6 +66,11 @@ def test_classical_finds_the_planted_cluster(specks_png: Path, tmp_path: Path) -
     clusters = json.loads((out / f"{stem}_clusters.json").read_text())["clusters"]
     hit = [c for c in clusters if abs(c["y"] - 200) < 15 and abs(c["x"] - 65) < 15]
     assert hit and hit[0]["count"] >= 3
+    d = hit[0]["descriptors"]  # the 4 specks lie within 2.2 mm of each other (rows 190-210)
+    assert 0 < d["extent_mm"] <= 2.3 and d["distribution"] in ("grouped", "linear")
+    assert d["area_mm2"] > 0 and d["size_mean_mm"] > 0
+    assert "not a diagnosis" in json.loads((out / f"{stem}_clusters.json").read_text())[
+        "descriptor_rule"]["description"]
     meta = json.loads((out / f"{stem}_meta.json").read_text())
     assert meta["pixel_spacing_mm"] == [0.1, 0.1] and meta["image_size"] == [400, 300]
     # nothing outside the breast

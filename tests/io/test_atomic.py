@@ -7,7 +7,13 @@ import pytest
 from PIL import Image
 
 from mcgenref.errors import OutputError
-from mcgenref.io.atomic import staged_directory, write_bytes_atomic, write_png_atomic
+from mcgenref.io.atomic import (
+    atomic_text_writer,
+    remove_stale,
+    staged_directory,
+    write_bytes_atomic,
+    write_png_atomic,
+)
 
 
 def test_png_round_trip_16_and_8_bit(tmp_path: Path) -> None:
@@ -63,3 +69,27 @@ def test_output_path_that_is_a_file(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="not a folder"):
         with staged_directory(f):
             pass
+
+
+def test_atomic_text_writer_streams_and_keeps_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "page.html"
+    with atomic_text_writer(target) as fh:
+        for piece in ("<p>", "é", "</p>"):
+            fh.write(piece)
+        assert not target.exists()  # nothing visible until the body is done
+    assert target.read_text(encoding="utf-8") == "<p>é</p>"
+    with pytest.raises(ValueError, match="boom"), atomic_text_writer(target) as fh:
+        fh.write("half")
+        raise ValueError("boom")
+    assert target.read_text(encoding="utf-8") == "<p>é</p>"
+    assert [p.name for p in tmp_path.iterdir()] == ["page.html"]
+    with pytest.raises(OutputError, match="cannot write"), atomic_text_writer(tmp_path / "no" / "x"):
+        pass
+
+
+def test_remove_stale(tmp_path: Path) -> None:
+    f = tmp_path / "old_seg.dcm"
+    f.write_bytes(b"x")
+    remove_stale(f)
+    remove_stale(f)  # absent: nothing to do
+    assert not f.exists()

@@ -605,7 +605,9 @@ def test_two_concurrent_runs_into_one_output_folder(tmp_path: Path) -> None:
         assert "segmented" in stdout, stdout
     assert _leftovers(tmp_path) == []
     expected = {f"{s}{suffix}" for s in stems for suffix in OUTPUT_SUFFIXES}
-    assert {p.name for p in out.iterdir()} == expected
+    assert {p.name for p in out.iterdir()} == expected | {"report.html"}
+    # both runs wrote the report atomically: the last rename wins, whole
+    assert (out / "report.html").read_text().rstrip().endswith("</html>")
     for stem in stems:
         meta = _meta(out, stem)
         assert meta["input"] == f"{stem}.png" and meta["image_size"] == list(SHAPE)

@@ -18,10 +18,12 @@ For one image (:meth:`Segmenter.segment`):
 ``<stem>_breast.png``, with ``refine`` ``<stem>_uncertainty.png`` (TT-GPR's uncertainty, uint16,
 2 x the standard deviation of the surrogate probabilities x 65535: 0 where the projections
 agree or no candidate was refined, 65535 at the largest possible disagreement), for DICOM
-inputs ``<stem>_seg.dcm`` (a DICOM SEG of the mask that
-references the source: :mod:`mcgenref.io.dicom_seg`) and, last, ``<stem>_meta.json`` (its
-presence marks the image as done). Every file is written atomically. No patient identifier is
-copied into any of them except ``<stem>_seg.dcm``, which as a DICOM object derived from the
+inputs ``<stem>_seg.dcm`` (a DICOM SEG of the mask that references the source:
+:mod:`mcgenref.io.dicom_seg`; unless ``write_seg`` is off) and, last, ``<stem>_meta.json`` (its
+presence marks the image as done). Each cluster in ``<stem>_clusters.json`` carries
+descriptive geometry (:mod:`.descriptors`: extent, area, density, distribution class,
+morphology spread; descriptive, not diagnostic). Every file is written atomically. No patient
+identifier is copied into any of them except ``<stem>_seg.dcm``, which as a DICOM object derived from the
 source must carry the source's patient and study modules. A SEG that cannot be built is an
 error for that image (InputError), like any other output it needs: no meta, so it is redone.
 """
@@ -46,6 +48,7 @@ from mcgenref.config import to_dict
 from mcgenref.errors import ConfigError, InputError, McGenRefError, McGenRefWarning
 from mcgenref.evaluation.clusters import ClusterRule
 from mcgenref.inference.classical import ClassicalConfig, classical_score
+from mcgenref.inference.descriptors import DESCRIPTOR_RULE, describe_clusters
 from mcgenref.inference.postprocess import (
     CSV_COLUMNS,
     Detections,
@@ -55,7 +58,12 @@ from mcgenref.inference.postprocess import (
 from mcgenref.inference.refine import RefineConfig, Refiner
 from mcgenref.inference.sliding import sliding_window_logits
 from mcgenref.io import fit_normalization, read_image, segment_breast
-from mcgenref.io.atomic import write_bytes_atomic, write_json_atomic, write_png_atomic
+from mcgenref.io.atomic import (
+    remove_stale,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_png_atomic,
+)
 from mcgenref.io.resample import resample, resample_to_shape, zoom_factors
 
 #: The breast region the MC search uses excludes a margin at the skin line (see
@@ -70,6 +78,9 @@ DICOM_OUTPUT_SUFFIXES = ("_seg.dcm",)
 REFINE_OUTPUT_SUFFIXES = ("_uncertainty.png",)
 #: Every name an output of ``segment`` can end with (not taken for inputs on reruns).
 ALL_OUTPUT_SUFFIXES = OUTPUT_SUFFIXES + DICOM_OUTPUT_SUFFIXES + REFINE_OUTPUT_SUFFIXES
+#: SegmentConfig fields that choose which files are written, not what they contain: left out of
+#: the settings compared on reruns (a run without the SEG is not "other settings").
+OUTPUT_ONLY_FIELDS = ("write_seg",)
 
 
 def fill_outside(image: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -146,6 +157,8 @@ class SegmentConfig:
         refine: run TT-GPR (:mod:`mcgenref.inference.refine`) on the model's logits; model
             method only.
         tt_gpr: TT-GPR's settings (its terms, windows, projections, rounds, seed).
+        write_seg: write ``<stem>_seg.dcm`` for DICOM inputs. It changes which files are
+            written, not the results, so it is not among the settings compared on reruns.
     """
 
     method: Literal["model", "classical"] = "model"
@@ -160,6 +173,7 @@ class SegmentConfig:
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
     refine: bool = False
     tt_gpr: RefineConfig = field(default_factory=RefineConfig)
+    write_seg: bool = True
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
@@ -315,7 +329,8 @@ class Segmenter:
                 None if self.pixel_spacing_mm is None else list(np.broadcast_to(
                     np.asarray(self.pixel_spacing_mm, dtype=float), (2,)).tolist())
             ),
-            "config": to_dict(self.config),
+            "config": {k: v for k, v in to_dict(self.config).items()
+                       if k not in OUTPUT_ONLY_FIELDS},
         }
 
     def _model_prob(
@@ -395,6 +410,7 @@ class Segmenter:
             "refine": self.config.refine,
             "generator": self.generator_info,
             "settings": self.settings(),
+            "write_seg": self.config.write_seg,
             "pixel_spacing_mm": list(spacing),
             "pixel_spacing_source": meta.spacing_source,
             "image_size": [int(raw.shape[0]), int(raw.shape[1])],
@@ -432,8 +448,15 @@ def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
     return buf.getvalue().encode()
 
 
-def write_outputs(result: SegmentationResult, out_dir: Path) -> dict[str, float]:
-    """Write one image's files atomically, ``<stem>_meta.json`` last; returns timings."""
+def write_outputs(result: SegmentationResult, out_dir: Path,
+                  write_seg: bool | None = None) -> dict[str, float]:
+    """Write one image's files atomically, ``<stem>_meta.json`` last; returns timings.
+
+    ``write_seg``: write ``<stem>_seg.dcm`` for a DICOM input; ``None``: as the Segmenter's
+    ``SegmentConfig.write_seg`` (recorded in ``result.meta["write_seg"]``).
+    """
+    if write_seg is None:
+        write_seg = bool(result.meta.get("write_seg", True))
     t0 = time.perf_counter()
     stem = result.stem
     spacing = tuple(result.meta["pixel_spacing_mm"])
@@ -443,6 +466,8 @@ def write_outputs(result: SegmentationResult, out_dir: Path) -> dict[str, float]
     write_png_atomic(out_dir / f"{stem}_mask.png", result.detections.mask.astype(np.uint8) * 255,
                      compress_level=1)
     write_bytes_atomic(out_dir / f"{stem}_calcifications.csv", _csv_bytes(result.detections.mcs))
+    det = result.detections
+    described = describe_clusters(det.mcs, det.clusters, det.mask, spacing)  # type: ignore[arg-type]
     write_json_atomic(out_dir / f"{stem}_clusters.json", {
         "rule": {
             **result.meta["settings"]["config"]["cluster_rule"],
@@ -450,8 +475,9 @@ def write_outputs(result: SegmentationResult, out_dir: Path) -> dict[str, float]
             "free MC (greedy, strongest first); score = the min_count-th strongest member's "
             "peak probability",
         },
+        "descriptor_rule": DESCRIPTOR_RULE,
         "pixel_spacing_mm": list(spacing),
-        "clusters": result.detections.clusters,
+        "clusters": [dict(cl, descriptors=d) for cl, d in zip(det.clusters, described)],
     })
     overlay = render_overlay(result.image, result.region, result.detections, spacing)  # type: ignore[arg-type]
     write_png_atomic(out_dir / f"{stem}_overlay.png", overlay, compress_level=1)
@@ -460,7 +486,7 @@ def write_outputs(result: SegmentationResult, out_dir: Path) -> dict[str, float]
     if result.uncertainty is not None:
         spread = np.round(np.clip(2.0 * result.uncertainty, 0.0, 1.0) * 65535.0).astype(np.uint16)
         write_png_atomic(out_dir / f"{stem}_uncertainty.png", spread, compress_level=1)
-    if result.meta["image"]["format"] == "dicom":
+    if write_seg and result.meta["image"]["format"] == "dicom":
         from mcgenref.io.dicom_seg import seg_bytes
 
         if result.source_path is None:
@@ -474,15 +500,21 @@ def write_outputs(result: SegmentationResult, out_dir: Path) -> dict[str, float]
         }
         write_bytes_atomic(out_dir / f"{stem}_seg.dcm",
                            seg_bytes(result.source_path, result.detections.mask, algorithm))
+    else:
+        remove_stale(out_dir / f"{stem}_seg.dcm")  # a SEG of an earlier mask would mislead
     meta = dict(result.meta)
     meta["timings"] = dict(meta["timings"], write_s=round(time.perf_counter() - t0, 4))
     write_json_atomic(out_dir / f"{stem}_meta.json", meta)
     return {"write_s": time.perf_counter() - t0}
 
 
-def is_done(out_dir: Path, stem: str, settings: dict[str, Any]) -> bool | None:
+def is_done(out_dir: Path, stem: str, settings: dict[str, Any],
+            write_seg: bool = True) -> bool | None:
     """True: finished with these settings; False: finished with others; None: not finished
-    (no record, an unreadable one, or a file missing: the image is simply redone)."""
+    (no record, an unreadable one, or a file missing: the image is simply redone).
+
+    ``write_seg``: whether a DICOM input's ``<stem>_seg.dcm`` is required.
+    """
     meta_path = out_dir / f"{stem}_meta.json"
     if not meta_path.is_file():
         return None
@@ -495,7 +527,7 @@ def is_done(out_dir: Path, stem: str, settings: dict[str, Any]) -> bool | None:
     if previous.get("settings") != json.loads(json.dumps(settings)):
         return False
     suffixes = OUTPUT_SUFFIXES
-    if (previous.get("image") or {}).get("format") == "dicom":
+    if write_seg and (previous.get("image") or {}).get("format") == "dicom":
         suffixes = suffixes + DICOM_OUTPUT_SUFFIXES
     if previous.get("refine"):
         suffixes = suffixes + REFINE_OUTPUT_SUFFIXES

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
@@ -41,6 +41,48 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         if tmp_name is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
+
+
+@contextlib.contextmanager
+def atomic_text_writer(path: str | Path) -> Iterator[IO[str]]:
+    """Write a (possibly large) text file piece by piece, atomically (UTF-8).
+
+    The pieces go to a temporary file in the same folder, renamed onto ``path`` only when the
+    body finishes; if it raises, ``path`` is untouched and the temporary file removed. So a
+    large file need not be held in memory to be written atomically.
+    """
+    path = Path(path)
+    tmp_name = None
+    try:
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fh = os.fdopen(fd, "w", encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        with fh:
+            try:
+                yield fh  # the body's own read errors must be handled inside it
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as exc:
+                raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        try:
+            os.replace(tmp_name, path)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        tmp_name = None
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def remove_stale(path: str | Path) -> None:
+    """Remove ``path`` if it exists (an output the current settings no longer write)."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot remove {path}: {exc.strerror or exc}") from None
 
 
 def png_bytes(array: np.ndarray, compress_level: int = 6) -> bytes:
