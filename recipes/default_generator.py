@@ -10,7 +10,7 @@ calcification images are never seen. 64-pixel patches (12.8 mm at 0.2 mm, the TT
 clusters of 5-30 MCs as for the segmentor, 10 % procedural backgrounds.
 
 Sized for a CPU: the (16, 32, 64) network trains at ~3 steps/s of 32 patches on 2 cores, so
-the default 4000 steps take ~25-40 minutes (docs/generator_model_card.md has the measured run).
+the default 2500 steps take ~15-25 minutes (docs/generator_model_card.md has the measured run).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train")
-    train.add_argument("--steps", type=int, default=4000)
+    train.add_argument("--steps", type=int, default=2500)
     train.add_argument("--device", default="auto")
     train.add_argument("--resume", action="store_true")
     train.add_argument("--stop-at-step", type=int, default=None)

@@ -1,8 +1,8 @@
 """TT-GPR (mcgenref.inference.refine) with hand-made networks whose behaviour is known.
 
-The fake generator's velocity transports any state straight to ``background + AMP * seed_map``
-(the exact rectified-flow field towards that target), i.e. it "restores" a bright MC at every
-seed and keeps the background elsewhere. The fake segmentor's logits are ``GAIN * (x - LEVEL)``,
+The fake generator's velocity transports any state straight to the residual
+``RS * AMP * seed_map`` (the exact rectified-flow field towards that target), so a projection
+``y + residual / RS`` "restores" a bright MC at every seed and keeps the background elsewhere. The fake segmentor's logits are ``GAIN * (x - LEVEL)``,
 so a pixel is an MC where the intensity exceeds LEVEL. A faint MC (below LEVEL in the
 observation) is then recovered by TT-GPR exactly when it is seeded.
 """
@@ -19,12 +19,15 @@ from torch import nn
 from mcgenref.inference.refine import RefineConfig, Refiner, _taper, plan_windows
 
 AMP, GAIN, LEVEL = 1.0, 12.0, 0.6
+RS = 10.0  # the generator's residual scale (Refiner's default)
 SPACING = (0.2, 0.2)
 
 
 class FakeGenerator(nn.Module):
+    """The exact field towards the residual ``RS * AMP * seed_map`` (a bright MC at each seed)."""
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
-        target = cond["background"] + AMP * cond["seed_map"]
+        target = RS * AMP * cond["seed_map"]
         t = t.reshape(-1, 1, 1, 1)
         return (target - x) / (1.0 - t).clamp_min(1e-3)
 
@@ -135,8 +138,8 @@ class NoisyGenerator(FakeGenerator):
     """Restores an MC only when the start noise at the seed is positive: projections disagree."""
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
-        on = (x > cond["background"]).float() * cond["seed_map"]
-        target = cond["background"] + AMP * on
+        on = (x > 0).float() * cond["seed_map"]
+        target = RS * AMP * on
         return (target - x) / (1.0 - t.reshape(-1, 1, 1, 1)).clamp_min(1e-3)
 
 

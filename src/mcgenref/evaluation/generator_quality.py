@@ -62,7 +62,7 @@ def generator_quality(
     config: Any = None,
     pixel_spacing_mm: float | tuple[float, float] | None = None,
     n_samples: int = 256,
-    t_start: float = 0.5,
+    t_start: float = 0.3,
     steps: int = 4,
     device: str = "cpu",
     seed: int = QUALITY_SEED,
@@ -97,7 +97,8 @@ def generator_quality(
         noise = torch.randn((1, 1, *observation.shape), generator=torch.Generator().manual_seed(i))
         with torch.no_grad():
             x = project(generator, torch.from_numpy(observation)[None, None].to(dev),
-                        torch.from_numpy(seed_map)[None, None].to(dev), noise.to(dev), t_start, steps)
+                        torch.from_numpy(seed_map)[None, None].to(dev), noise.to(dev), t_start, steps,
+                        residual_scale=float(gen_meta["extra"].get("residual_scale", 10.0)))
             batch = torch.cat([x, torch.from_numpy(observation)[None, None].to(dev),
                                torch.from_numpy(sample.image.astype(np.float32))[None, None].to(dev)])
             probs = torch.sigmoid(segmentor(batch)).cpu().numpy()[:, 0]

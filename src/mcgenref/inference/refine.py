@@ -7,10 +7,10 @@ candidates only:
    included, which is where missed MCs are recovered), NMS in mm
    (:func:`mcgenref.flow.seeds.seeds_from_probability`);
 2. **projections**: ``k`` samples of the generator conditioned on the seed map and the
-   observed window, each started SDEdit-style from the partly noised observation at
-   ``t_start`` and integrated to ``t = 1`` in ``sampler_steps`` Euler steps
-   (:mod:`mcgenref.flow.rectified`); the generator restores the seeded MCs the observation
-   supports and keeps the background (:mod:`mcgenref.training.generator`);
+   observed window (:func:`project`: the generator samples the residual to add to the
+   observation, from an SDEdit start at ``t_start``, in ``sampler_steps`` Euler steps); the
+   generator restores the seeded MCs the observation supports and keeps the background
+   (:mod:`mcgenref.training.generator`);
 3. **surrogates**: the frozen segmentor on each projection, ``s_k``; their mean ``m`` and their
    **agreement** ``a = 1 - 2 std_k(s_k)`` (1 when all agree, 0 at the largest possible
    spread of values in [0, 1]);
@@ -85,7 +85,8 @@ class RefineConfig:
         seeds: how candidates become seeds (``min_prob``: the weakest candidate refined).
         k: projections per window and round.
         rounds: seed -> project -> refine rounds.
-        t_start: SDEdit start time of the projections (0 = from pure noise, 1 = no change).
+        t_start: SDEdit start time of the projections' residual (0 = from pure noise; higher
+            starts nearer "no change").
         sampler_steps: Euler steps from ``t_start`` to 1.
         guidance: classifier-free guidance scale (1 = the plain conditional velocity).
         use_seeds: condition on the seed map (False: all-zero seed map, the "no seed" ablation).
@@ -108,7 +109,7 @@ class RefineConfig:
     seeds: SeedConfig = field(default_factory=lambda: SeedConfig(min_prob=0.3))
     k: int = 4
     rounds: int = 2
-    t_start: float = 0.5
+    t_start: float = 0.3
     sampler_steps: int = 4
     guidance: float = 1.0
     use_seeds: bool = True
@@ -191,18 +192,24 @@ def plan_windows(
 def project(
     generator: nn.Module, observed: Tensor, seed_map: Tensor, noise: Tensor, t_start: float,
     steps: int, guidance: float = 1.0, autocast: Callable[[], Any] | None = None,
+    residual_scale: float = 10.0,
 ) -> Tensor:
-    """Generator projections of ``observed`` [N, 1, H, W] under ``seed_map`` [N, 1, H, W]:
-    start at ``t_start`` from ``(1 - t_start) noise + t_start observed`` and integrate to 1
-    in ``steps`` Euler steps (``guidance``: classifier-free guidance scale)."""
+    """Generator projections of ``observed`` [N, 1, H, W] under ``seed_map`` [N, 1, H, W].
+
+    The generator models the residual ``residual_scale * (x - observed)``
+    (:mod:`mcgenref.training.generator`), whose observed value is 0: the sampler starts at
+    ``t_start`` from ``(1 - t_start) noise`` (the SDEdit start of a zero residual), integrates
+    to 1 in ``steps`` Euler steps (``guidance``: classifier-free guidance scale), and the
+    projection is ``observed + residual / residual_scale``.
+    """
     cond = {"seed_map": seed_map, "background": observed}
-    start = partial_start(observed, noise, t_start)
+    start = partial_start(torch.zeros_like(observed), noise, t_start)
 
     def velocity(x: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
         with autocast() if autocast is not None else nullcontext():
             return guided_velocity(generator, x, t, cond, guidance).float()
 
-    return euler_sample(velocity, start, steps, t_start, 1.0, cond)
+    return observed + euler_sample(velocity, start, steps, t_start, 1.0, cond) / residual_scale
 
 
 def _taper(size: int, margin: int) -> np.ndarray:
@@ -236,9 +243,11 @@ class Refiner:
     """TT-GPR with a frozen segmentor and generator (both in eval mode, on ``device``)."""
 
     def __init__(self, segmentor: nn.Module, generator: nn.Module, config: RefineConfig,
-                 device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> None:
+                 device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
+                 residual_scale: float = 10.0) -> None:
         self.segmentor = segmentor
         self.generator = generator
+        self.residual_scale = residual_scale
         self.config = config
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
@@ -260,7 +269,7 @@ class Refiner:
         return project(
             self.generator, y.expand(b, k, h, w).reshape(b * k, 1, h, w),
             seed_map.expand(b, k, h, w).reshape(b * k, 1, h, w), noise.reshape(b * k, 1, h, w),
-            c.t_start, c.sampler_steps, c.guidance, self._autocast,
+            c.t_start, c.sampler_steps, c.guidance, self._autocast, self.residual_scale,
         )
 
     def _noise(self, windows: list[int], round_index: int, shape: tuple[int, int]) -> Tensor:

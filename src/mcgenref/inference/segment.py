@@ -270,7 +270,12 @@ class Segmenter:
                 f"{list(self.model_spacing)} mm", McGenRefWarning, stacklevel=3,
             )
         assert self.model is not None
-        self.refiner = Refiner(self.model, generator, self.config.tt_gpr, self.device, self.autocast)
+        try:
+            residual_scale = float((meta.get("extra") or {}).get("residual_scale", 10.0))
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: model.json 'extra.residual_scale' is malformed") from None
+        self.refiner = Refiner(self.model, generator, self.config.tt_gpr, self.device,
+                               self.autocast, residual_scale)
         self.generator_info = {
             "name": meta.get("name", Path(meta["path"]).name),
             "path": str(path),
