@@ -25,16 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "recipes"))
 
-from default_segmentor import image_paths, split  # noqa: E402
+from default_segmentor import image_paths, split
 
-from mcgenref.datasets.mias import MIAS_PIXEL_SPACING_MM, calc_refs  # noqa: E402
+from mcgenref.datasets.mias import MIAS_PIXEL_SPACING_MM, calc_refs
 
 RUN_DIR = REPO / "runs" / "default_generator"
 PACKAGE_MODEL = REPO / "src" / "mcgenref" / "weights" / "generator"
 PACKAGE_SEGMENTOR = REPO / "src" / "mcgenref" / "weights" / "segmentor"
 
 
-def train_config(steps: int):  # noqa: ANN201
+def train_config(steps: int):
     """The recipe's training config (see docs/generator_model_card.md)."""
     from mcgenref.models.generator import GeneratorConfig
     from mcgenref.synthesis.config import ClusterConfig, SynthesisConfig
@@ -77,21 +77,37 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_quality(args: argparse.Namespace) -> None:
     from mcgenref.evaluation.generator_quality import generator_quality
 
-    train, held_out = split()
+    _, held_out = split()
     model = Path(args.model) if args.model else RUN_DIR / "model"
     result = generator_quality(model, PACKAGE_SEGMENTOR, image_paths(held_out),
-                               pixel_spacing_mm=MIAS_PIXEL_SPACING_MM, n_samples=args.samples)
+                               config=train_config(1), pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
+                               n_samples=args.samples, t_start=args.t_start, steps=args.sampler_steps)
     print(json.dumps(result, indent=2))
 
 
 def cmd_install(args: argparse.Namespace) -> None:
-    source = RUN_DIR / "model"
-    if not (source / "model.json").is_file():
-        raise SystemExit(f"no trained model in {source}; run `train` first")
+    """Copy the trained generator into the package with its data split and recipe."""
+    src = RUN_DIR / "model"
+    if not (src / "model.json").is_file():
+        raise SystemExit(f"no trained model in {src}; run `train` first")
+    meta = json.loads((src / "model.json").read_text())
+    train, held_out = split()
+    meta["name"] = "mcgenref-default-generator"
+    meta["data"] = {
+        "backgrounds": "mini-MIAS normal images (research use only; see docs/generator_model_card.md)",
+        "training_refs": train,
+        "held_out_refs": held_out,
+        "split": "the segmentor's (recipes/default_segmentor.py)",
+        "never_trained_on": calc_refs(),
+    }
+    meta["recipe"] = "python recipes/default_generator.py train && ... install"
+    meta["training_config"] = json.loads((RUN_DIR / "config.json").read_text())
     if PACKAGE_MODEL.exists():
         shutil.rmtree(PACKAGE_MODEL)
-    shutil.copytree(source, PACKAGE_MODEL)
-    print(f"installed {source} -> {PACKAGE_MODEL}")
+    PACKAGE_MODEL.mkdir(parents=True)
+    shutil.copy2(src / "model.safetensors", PACKAGE_MODEL / "model.safetensors")
+    (PACKAGE_MODEL / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"installed into {PACKAGE_MODEL}")
 
 
 def main() -> None:
@@ -106,6 +122,8 @@ def main() -> None:
     quality = sub.add_parser("quality")
     quality.add_argument("--model", default=None)
     quality.add_argument("--samples", type=int, default=256)
+    quality.add_argument("--t-start", type=float, default=0.3)
+    quality.add_argument("--sampler-steps", type=int, default=4)
     quality.set_defaults(func=cmd_quality)
     sub.add_parser("install").set_defaults(func=cmd_install)
     args = parser.parse_args()

@@ -14,6 +14,9 @@ seeds plus decoy seeds with no MC under them) and projected once, as TT-GPR does
 - **spurious MCs per patch**: detected components in the projection farther than 1 mm from
   every seed, MC or decoy (MCs drawn where nothing asked for one), and the same on the
   observation;
+- **MC contrast**: the mean of (value - MC-free background) at the visible MCs' centre
+  pixels in the clean image, the observation and the projection: does the projection restore
+  what the observation lost?
 - **background error**: mean absolute difference between projection and ``x_1`` over the
   pixels farther than 1 mm from every seed and MC, in normalised intensity units, beside the
   texture scale of ``x_1`` there (mean absolute difference from its 3x3 local mean).
@@ -85,7 +88,7 @@ def generator_quality(
     if negatives:
         sampler = NegativePatchSampler([Path(p) for p in negatives], config.synthesis.patch_size_px,
                                        config.patches, pixel_spacing_mm=pixel_spacing_mm)
-    counts = {k: 0.0 for k in ("mcs", "hit_proj", "hit_obs", "hit_clean", "decoys", "decoy_hits",
+    counts = {k: 0.0 for k in ("c_clean", "c_obs", "c_proj", "mcs", "hit_proj", "hit_obs", "hit_clean", "decoys", "decoy_hits",
                                "spurious_proj", "spurious_obs", "bg_err", "bg_noise", "bg_n")}
     for i in range(n_samples):
         sample = generate_sample(sample_seed(seed, i), config.synthesis, sampler,
@@ -106,6 +109,13 @@ def generator_quality(
         visible = [(m["y_px"], m["x_px"]) for m in sample.record["mcs"] if m["visible"]]
         all_mcs = [(m["y_px"], m["x_px"]) for m in sample.record["mcs"]]
         counts["mcs"] += len(visible)
+        x_np = x.float().cpu().numpy()[0, 0]
+        for r, c in visible:
+            ri, ci = round(r), round(c)
+            b = sample.background[ri, ci]
+            counts["c_clean"] += float(sample.image[ri, ci] - b)
+            counts["c_obs"] += float(observation[ri, ci] - b)
+            counts["c_proj"] += float(x_np[ri, ci] - b)
         counts["hit_proj"] += sum(_detected_near(p_proj, visible, radius_px))
         counts["hit_obs"] += sum(_detected_near(p_obs, visible, radius_px))
         counts["hit_clean"] += sum(_detected_near(p_clean, visible, radius_px))
@@ -121,7 +131,6 @@ def generator_quality(
             if n:
                 centres = ndimage.center_of_mass(np.ones_like(p), labels, range(1, n + 1))
                 counts[key] += sum(1 for r, c in centres if far[int(round(r)), int(round(c))])
-        x_np = x.float().cpu().numpy()[0, 0]
         counts["bg_err"] += float(np.abs(x_np - sample.image)[far].sum())
         high_pass = sample.image - ndimage.uniform_filter(sample.image.astype(np.float64), 3)
         counts["bg_noise"] += float(np.abs(high_pass)[far].sum())
@@ -137,6 +146,9 @@ def generator_quality(
         "seed_recall": ratio("hit_proj", "mcs"),
         "seed_recall_observation": ratio("hit_obs", "mcs"),
         "seed_recall_clean": ratio("hit_clean", "mcs"),
+        "mc_contrast_clean": ratio("c_clean", "mcs"),
+        "mc_contrast_observation": ratio("c_obs", "mcs"),
+        "mc_contrast_projection": ratio("c_proj", "mcs"),
         "n_decoys": int(counts["decoys"]),
         "decoy_acceptance": ratio("decoy_hits", "decoys"),
         "spurious_per_patch": round(counts["spurious_proj"] / n_samples, 4),
