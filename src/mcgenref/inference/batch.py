@@ -49,7 +49,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcgenref.errors import ConfigError, InputError, McGenRefError, McGenRefWarning, OutputError
+from mcgenref.errors import (
+    ConfigError,
+    InputError,
+    McGenRefError,
+    McGenRefWarning,
+    OutputError,
+)
 
 #: The batch's summary, in the output folder.
 SUMMARY_NAME = "summary.csv"
@@ -96,7 +102,9 @@ def _read_list_file(path: Path) -> list[tuple[Path, str]]:
         if not entry or entry.startswith("#"):
             continue
         p = Path(entry).expanduser()
-        entries.append((p if p.is_absolute() else path.parent / p, f" (line {number} of {path})"))
+        # lexically normalised (``../x`` relative to the list's folder): clean names to report
+        full = Path(os.path.normpath(p if p.is_absolute() else path.parent / p))
+        entries.append((full, f" (line {number} of {path})"))
     if not entries:
         raise InputError(f"list file {path} names no input")
     return entries
@@ -325,7 +333,7 @@ def run_jobs(segmenter: Any, jobs: Sequence[Job], out: Path, workers: int = 2,
                 stop.set()
             except McGenRefError as exc:  # e.g. a DICOM SEG that cannot be built
                 failed(i, job, exc, own_seconds(result))
-            except BaseException as exc:  # a bug: re-raised in the calling thread
+            except BaseException as exc:  # noqa: BLE001 - a bug: re-raised in the calling thread
                 bug.append(exc)
                 stop.set()
 
