@@ -201,12 +201,21 @@ def segment(
     """
     from mcgenref.workflows import run_segment
 
-    summary = run_segment(
-        inputs=inputs, out=out, model=model, device=device, pixel_spacing=pixel_spacing,
-        threshold=threshold, method=method, config_path=config, overwrite=overwrite,
-        show_progress=not no_progress, workers=workers,
-    )
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line, from rank 0
+    rank = os.environ.get("RANK", "0")
+    try:
+        summary = run_segment(
+            inputs=inputs, out=out, model=model, device=device, pixel_spacing=pixel_spacing,
+            threshold=threshold, method=method, config_path=config, overwrite=overwrite,
+            show_progress=not no_progress, workers=workers,
+        )
+    except McGenRefError:
+        if rank != "0":
+            # under torchrun every rank learns every error (mcgenref.inference.batch) and rank
+            # 0 reports it and exits 2; another rank failing too would only make torchrun kill
+            # rank 0 before it has said why
+            return
+        raise
+    if rank != "0":  # under torchrun, one summary line, from rank 0
         return
     typer.echo(
         f"{len(summary['done'])} segmented, {len(summary['skipped'])} already done -> {summary['out']}"
