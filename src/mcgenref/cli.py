@@ -188,7 +188,7 @@ def segment(
     method: Annotated[str, typer.Option("--method", help="model (the segmentor) or classical (label-free DoG baseline).")] = "model",
     config: Annotated[Path | None, typer.Option("--config", help="JSON SegmentConfig (window size, overlap, cluster rule...).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images already finished in OUT.")] = False,
-    workers: Annotated[int, typer.Option("--workers", help="Threads reading the next images while one is segmented (a further thread writes); 0: read, segment and write one after the other.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", help="Threads reading the next images while one is segmented (a further thread writes the previous one's files); 0: read, segment and write one after the other.")] = 2,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Segment microcalcifications in full-field mammograms (runs under torchrun too).

@@ -454,6 +454,7 @@ def segment_batch(
 
     Images already finished with the same settings are skipped unless ``overwrite``; finished
     with other settings, they are refused (before any work) unless ``overwrite``.
+    ``workers``: reader threads of :func:`run_jobs` (0: no pipelining).
 
     Returns (on every rank, for the whole batch): ``out``, ``rows`` (one dict per image, job
     order: :data:`SUMMARY_COLUMNS`), ``done`` / ``skipped`` (prefixes), ``failed`` (dicts
