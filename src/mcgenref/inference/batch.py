@@ -470,15 +470,25 @@ def segment_batch(
     t_start = time.perf_counter()
     out = Path(out)
     ddp = _setup_distributed()
+    synchronised = False
     try:
-        summary = _segment_batch(inputs, out, config, model_path, device, pixel_spacing_mm,
-                                 overwrite, workers, show_progress, ddp)
+        try:
+            summary = _segment_batch(inputs, out, config, model_path, device, pixel_spacing_mm,
+                                     overwrite, workers, show_progress, ddp)
+        except McGenRefError:
+            synchronised = True  # raised on every rank alike, after a collective
+            raise
+        synchronised = True
         summary["seconds"] = round(time.perf_counter() - t_start, 3)
         return summary
     finally:
         if ddp.owns_group:
             import torch.distributed as dist
 
+            if synchronised:
+                # rank 0 hosts the rendezvous store: no rank may tear the group down while
+                # another still uses it (as in mcgenref.training.segmentor)
+                dist.barrier()
             dist.destroy_process_group()
 
 
