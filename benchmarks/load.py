@@ -16,7 +16,10 @@ over the whole folder, in this process. After every image (a wrapper around
 ``mcgenref.inference.segment.write_outputs``, which ``run_segment`` looks up at call time,
 restored afterwards) we sample the process's resident memory (``VmRSS`` in
 ``/proc/self/status``, raw and after glibc's ``malloc_trim(0)``: see :func:`live_rss_mb`), its
-open file descriptors (``/proc/self/fd``) and the clock.
+open file descriptors (``/proc/self/fd``; those on the inputs, which the batch's reader
+threads hold for a moment while reading ahead, are counted once the batch has returned
+instead, and must then be 0) and the clock. The write wrapper runs in the batch's writer
+thread.
 
 Reported per method: RSS after image 10, after half the images and after the last; the
 least-squares slope of RSS over the second half (MB per 100 images); the fd count after the
@@ -125,13 +128,30 @@ def live_rss_mb() -> float:
     return rss_mb()
 
 
-def open_fds() -> int:
+def open_fds(skip_under: Path | None = None) -> int:
+    """Open file descriptors of this process, not counting those on files under
+    ``skip_under``: the inputs that ``segment``'s reader threads open for a moment while they
+    read ahead (a sample may fall inside such a read). Those are checked once the batch has
+    returned instead (:func:`fds_under`)."""
     # listdir itself holds one fd on /proc/self/fd while listing: the same in every sample
-    return len(os.listdir("/proc/self/fd"))
+    names = os.listdir("/proc/self/fd")
+    return len(names) - (fds_under(skip_under, names) if skip_under is not None else 0)
+
+
+def fds_under(folder: Path, names: list[str] | None = None) -> int:
+    """How many of this process's open fds are on files under ``folder``."""
+    root = os.path.realpath(folder) + os.sep
+    count = 0
+    for name in names if names is not None else os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{name}").startswith(root):
+                count += 1
+    return count
 
 
 @contextlib.contextmanager
-def sample_after_each_image(samples: list[dict[str, float]]) -> Iterator[None]:
+def sample_after_each_image(samples: list[dict[str, float]],
+                            inputs: Path | None = None) -> Iterator[None]:
     """Wrap ``write_outputs`` (looked up by ``run_segment`` at call time) to sample after it."""
     import mcgenref.inference.segment as segment_module
 
@@ -146,7 +166,7 @@ def sample_after_each_image(samples: list[dict[str, float]]) -> Iterator[None]:
         state["last"] = now
         raw = rss_mb()
         live = live_rss_mb()
-        samples.append({"t": now, "rss_raw_mb": raw, "rss_mb": live, "fds": open_fds(),
+        samples.append({"t": now, "rss_raw_mb": raw, "rss_mb": live, "fds": open_fds(inputs),
                         "gap_s": gap, "own_s": own})
         # the sampling (trim included) is not the next image's time
         state["last"] = time.perf_counter()
@@ -232,7 +252,7 @@ def run_load(n_images: int, method: str = "classical", workdir: Path | None = No
         samples: list[dict[str, float]] = []
         rss_before, fds_before = live_rss_mb(), open_fds()
         t0 = time.perf_counter()
-        with sample_after_each_image(samples):
+        with sample_after_each_image(samples, images):
             summary = run_segment(
                 [str(images)], out, method=method, device="cpu", pixel_spacing="0.2",
                 show_progress=False,
@@ -241,7 +261,8 @@ def run_load(n_images: int, method: str = "classical", workdir: Path | None = No
         if len(summary["done"]) != n_images or len(samples) != n_images:
             raise RuntimeError(f"{method}: {len(summary['done'])} of {n_images} images done")
         result = summarise(samples, rss_before, fds_before)
-        result.update({"method": method, "wall_s": round(wall, 2), "image_shape": [rows, cols]})
+        result.update({"method": method, "wall_s": round(wall, 2), "image_shape": [rows, cols],
+                       "input_fds_open_after": fds_under(images)})
         return result
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +70,22 @@ def phantom_folder(tmp_path: Path) -> Path:
     for i in range(3):
         Image.fromarray(phantom_mammogram(seed=i)).save(folder / f"neg{i}.png")
     return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_cpu(script: Path, args: Sequence[str], nproc: int = 2,
+                 timeout: float = 120) -> subprocess.CompletedProcess:
+    """``script ARGS...`` under ``torch.distributed.run`` with ``nproc`` CPU ranks (one
+    thread each); stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+         str(script), *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )

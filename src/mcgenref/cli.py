@@ -193,10 +193,18 @@ def train_generator_command(
 @app.command()
 @user_errors
 def segment(
-    inputs: Annotated[list[str], typer.Argument(help="Mammograms (DICOM, PNG, TIFF, PGM) or folders of them.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Mammograms (DICOM, PNG, TIFF, PGM), folders of them (not their sub-folders), "
+            "quoted glob patterns ('data/**/*.dcm') or @FILE: a list file, one path per line "
+            "(# comments; relative paths are relative to the list file).",
+            show_default=False,
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (created if needed).")],
     model: Annotated[Path | None, typer.Option("--model", help="Model folder (model.json + model.safetensors); default: the shipped model.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (under torchrun: each rank its own GPU).")] = "auto",
     pixel_spacing: Annotated[
         str | None,
         typer.Option("--pixel-spacing", help="Pixel spacing in mm (one value or ROW,COL); overrides the files' own. Default where a file has none: 0.1 with a warning."),
@@ -209,21 +217,38 @@ def segment(
     generator: Annotated[Path | None, typer.Option("--generator", help="Generator folder for --refine; default: the shipped generator.")] = None,
     no_seg: Annotated[bool, typer.Option("--no-seg", help="Do not write <stem>_seg.dcm (DICOM SEG) for DICOM inputs.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write OUT/report.html.")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Threads reading the next images while one is segmented (a further thread writes the previous one's files); 0: read, segment and write one after the other.")] = 2,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
-    """Segment microcalcifications in full-field mammograms.
+    """Segment microcalcifications in full-field mammograms (runs under torchrun too).
 
     For each input <stem> writes <stem>_prob.png, _mask.png, _calcifications.csv,
     _clusters.json (clusters with descriptive geometry), _overlay.png, _breast.png, with
-    --refine _uncertainty.png, for DICOM inputs _seg.dcm (DICOM SEG), and _meta.json into OUT;
-    then OUT/report.html, a self-contained HTML report of the run.
+    --refine _uncertainty.png, for DICOM inputs _seg.dcm (DICOM SEG), and _meta.json into OUT
+    (into OUT/<folder>/ when inputs from different folders share a stem); then
+    OUT/summary.csv and OUT/report.html (a self-contained HTML report) for the batch.
+    Finished images are skipped; a failing image is reported and the batch goes on (exit
+    status 2 at the end if any failed).
     """
     from mcgenref.workflows import run_segment
 
-    summary = run_segment(
-        inputs=inputs, out=out, model=model, device=device, pixel_spacing=pixel_spacing,
-        threshold=threshold, method=method, config_path=config, overwrite=overwrite,
-        refine=refine, generator=generator, write_seg=not no_seg, report=not no_report,
-    )
+    rank = os.environ.get("RANK", "0")
+    try:
+        summary = run_segment(
+            inputs=inputs, out=out, model=model, device=device, pixel_spacing=pixel_spacing,
+            threshold=threshold, method=method, config_path=config, overwrite=overwrite,
+            show_progress=not no_progress, workers=workers, refine=refine, generator=generator,
+            write_seg=not no_seg, report=not no_report,
+        )
+    except McGenRefError:
+        if rank != "0":
+            # under torchrun every rank learns every error (mcgenref.inference.batch) and rank
+            # 0 reports it and exits 2; another rank failing too would only make torchrun kill
+            # rank 0 before it has said why
+            return
+        raise
+    if rank != "0":  # under torchrun, one summary line, from rank 0
+        return
     typer.echo(
         f"{len(summary['done'])} segmented, {len(summary['skipped'])} already done -> {summary['out']}"
     )

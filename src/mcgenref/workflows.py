@@ -7,6 +7,7 @@ they want the command's behaviour (progress bar included) rather than the bare l
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,28 +89,26 @@ def run_segment(
     generator: Path | None = None,
     write_seg: bool = True,
     report: bool = True,
+    workers: int = 2,
 ) -> dict:
-    """``mcgenref segment``: segment every input image into ``out`` (see mcgenref.inference).
+    """``mcgenref segment``: segment a batch of images into ``out`` (see
+    :mod:`mcgenref.inference.batch`: inputs, output prefixes, pipeline, summary.csv, torchrun).
 
     Images already finished with the same model and settings are skipped unless
     ``overwrite``; finished with other settings, they are refused unless ``overwrite``. A
-    failing image is reported and the others go on; the summary says which failed.
+    failing image is reported and the others go on; then a McGenRefError says how many failed
+    (a single input's own error when there is one input). Returns the batch summary
+    (:func:`mcgenref.inference.batch.segment_batch`), ``rows`` holding one dict per image with
+    ``input``, ``prefix``, ``status`` (done / skipped / failed) and ``error``.
+    ``refine``/``generator``: TT-GPR (``SegmentConfig.refine``) and its generator folder;
     ``write_seg``: DICOM SEG for DICOM inputs (``SegmentConfig.write_seg``, off if either is);
-    ``report``: ``out/report.html`` of this run (:func:`mcgenref.report.write_segment_report`).
+    ``report``: ``out/report.html`` of this run (:func:`mcgenref.report.write_segment_report`),
+    written by rank 0 under torchrun.
     """
-    import warnings
-
     from mcgenref.config import load_config
-    from mcgenref.errors import McGenRefError, McGenRefWarning, OutputError
-    from mcgenref.inference.segment import (
-        ALL_OUTPUT_SUFFIXES,
-        SegmentConfig,
-        Segmenter,
-        is_done,
-        write_outputs,
-    )
-    from mcgenref.io import list_images, parse_pixel_spacing
-    from mcgenref.io.atomic import check_writable_dir
+    from mcgenref.inference.batch import raise_for_failures, segment_batch
+    from mcgenref.inference.segment import SegmentConfig
+    from mcgenref.io import parse_pixel_spacing
 
     config = load_config(SegmentConfig, config_path) if config_path else SegmentConfig()
     changes: dict = {}
@@ -126,71 +125,18 @@ def run_segment(
         config = dataclasses.replace(config, **changes)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if not 0 <= workers <= 32:
+        raise ConfigError("--workers must be between 0 and 32")
     spacing = parse_pixel_spacing(pixel_spacing) if pixel_spacing else None
-    out = Path(out)
-    # a rerun into the input folder must not take its own outputs for inputs
-    paths = [
-        p for p in list_images([Path(p) for p in inputs])
-        if not (p.parent.resolve() == out.resolve() and p.name.endswith(ALL_OUTPUT_SUFFIXES))
-    ]
-    if not paths:
-        raise ConfigError("no input image to segment")
-    stems: dict[str, Path] = {}
-    for p in paths:
-        if p.stem in stems:
-            raise ConfigError(f"two inputs share the name {p.stem!r}: {stems[p.stem]} and {p}")
-        stems[p.stem] = p
-    check_writable_dir(out)
-    segmenter = Segmenter(config, model, device, pixel_spacing_mm=spacing, generator_path=generator)
-    settings = segmenter.settings()
-    todo = []
-    skipped = []
-    for stem, p in stems.items():
-        state = is_done(out, stem, settings, write_seg=config.write_seg)
-        if state is True and not overwrite:
-            skipped.append(stem)
-        elif state is False and not overwrite:
-            raise OutputError(
-                f"{out / (stem + '_meta.json')} was made with other settings (use --overwrite)"
-            )
-        else:
-            todo.append((stem, p))
-    failed: list[dict] = []
-    done: list[str] = []
-
-    def one(stem: str, p: Path) -> None:
-        try:
-            result = segmenter.segment(p, stem=stem)
-            write_outputs(result, out)
-            done.append(stem)
-        except OutputError:
-            raise  # the output folder is unusable: stop the batch
-        except McGenRefError as exc:
-            if len(stems) == 1:
-                raise
-            warnings.warn(f"{p}: skipped: {exc}", McGenRefWarning, stacklevel=2)
-            failed.append({"input": str(p), "error": str(exc)})
-
-    if show_progress and todo:
-        with _progress() as progress:
-            task = progress.add_task("segmenting", total=len(todo))
-            for stem, p in todo:
-                one(stem, p)
-                progress.advance(task)
-    else:
-        for stem, p in todo:
-            one(stem, p)
-    summary = {"done": done, "skipped": skipped, "failed": failed, "out": str(out)}
-    if report:  # before a failure is raised: the report lists the failed inputs too
+    summary = segment_batch(
+        inputs, Path(out), config, model, device, spacing, overwrite=overwrite,
+        workers=workers, show_progress=show_progress, generator_path=generator,
+    )
+    if report and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0, whole batch
         from mcgenref.report import write_segment_report
 
-        status = {**dict.fromkeys(done, "done"), **dict.fromkeys(skipped, "skipped")}
-        errors = {Path(f["input"]).stem: f["error"] for f in failed}
-        entries = [{"input": str(p), "prefix": s, "status": status.get(s, "failed"),
-                    "error": errors.get(s)} for s, p in stems.items()]
-        summary["report"] = str(write_segment_report(out, entries))
-    if failed:
-        raise McGenRefError(f"{len(failed)} of {len(stems)} images failed (see warnings above)")
+        summary["report"] = str(write_segment_report(Path(out), summary["rows"]))
+    raise_for_failures(summary)
     return summary
 
 

@@ -260,6 +260,16 @@ def b_same_stem(d: Path) -> list[str]:
     return [str(_png(d / "x" / f"{STEM}.png")), str(_dicom(d / "y" / f"{STEM}.dcm"))]
 
 
+def b_same_stem_one_folder(d: Path) -> list[str]:
+    return [str(_png(d / "x" / f"{STEM}.png")), str(_dicom(d / "x" / f"{STEM}.dcm"))]
+
+
+def b_list_with_missing(d: Path) -> list[str]:
+    _png(d / "in" / f"{STEM}.png")
+    (d / "in" / "list.txt").write_text(f"# batch\n{STEM}.png\ngone1.png\n\ngone2.dcm\n")
+    return ["@" + str(d / "in" / "list.txt")]
+
+
 def b_out_is_file(d: Path) -> list[str]:
     (d / "out").write_text("a file where the output folder should be")
     return b_png(d)
@@ -345,6 +355,17 @@ def c_first_image_intact(out: Path) -> None:
     assert _meta(out, "a")["input"] == "a.png"
     assert not (out / "b_meta.json").exists()
     assert not (out / "b_overlay.png").exists()
+
+
+def c_mirrored(out: Path) -> None:
+    assert _meta(out / "x")["input"] == f"{STEM}.png"
+    assert _meta(out / "y")["input"] == f"{STEM}.dcm"
+    assert not (out / f"{STEM}_meta.json").exists()
+    assert (out / "summary.csv").is_file()
+
+
+def c_nothing_written(out: Path) -> None:
+    assert not out.exists()
 
 
 def c_good_image_of_batch_done(out: Path) -> None:
@@ -464,7 +485,12 @@ CASES: list[Case] = [
     Case("symlink-loop-file-named-png-in-folder-is-skipped", b_symlink_loop_file, "ok"),
     Case("symlink-loop-given-explicitly", b_symlink_loop_explicit, "error", "self.png"),
     Case("missing-input", lambda d: [str(d / "nowhere.png")], "error", "no such file"),
-    Case("two-inputs-with-one-stem", b_same_stem, "error", "share the name"),
+    Case("two-inputs-with-one-stem-from-two-folders-are-mirrored", b_same_stem, "ok",
+         stems=(f"x/{STEM}", f"y/{STEM}"), check=c_mirrored),
+    Case("two-inputs-with-one-stem-in-one-folder", b_same_stem_one_folder, "error",
+         "share the name"),
+    Case("list-file-naming-missing-files-refused-before-any-work", b_list_with_missing, "error",
+         "gone1.png (line 3 of", check=c_nothing_written),
     Case("batch-with-one-bad-image-finishes-the-good-one", b_batch_one_bad, "error",
          "1 of 2 images failed", stems=("broken",), check=c_good_image_of_batch_done),
     # --- the output folder
@@ -604,7 +630,7 @@ def test_two_concurrent_runs_into_one_output_folder(tmp_path: Path) -> None:
         assert "Traceback" not in stderr and "error:" not in stderr, stderr
         assert "segmented" in stdout, stdout
     assert _leftovers(tmp_path) == []
-    expected = {f"{s}{suffix}" for s in stems for suffix in OUTPUT_SUFFIXES}
+    expected = {f"{s}{suffix}" for s in stems for suffix in OUTPUT_SUFFIXES} | {"summary.csv"}
     assert {p.name for p in out.iterdir()} == expected | {"report.html"}
     # both runs wrote the report atomically: the last rename wins, whole
     assert (out / "report.html").read_text().rstrip().endswith("</html>")

@@ -40,6 +40,8 @@ def test_segment_batch_has_no_leak_and_steady_throughput(method: str, images: Pa
     # no file-handle leak: as many open fds at the end as after the first few images
     assert r["fds_at_end"] == r["fds_at_reference"], r["series"]["fds"]
     assert r["fds_max"] <= r["fds_at_reference"] + 2  # atomic writes hold one fd at a time
+    # the reader threads' fds on the inputs (not in the samples above) are all closed
+    assert r["input_fds_open_after"] == 0
     # every output was written atomically: no temporary file left behind
     out = tmp_path / f"out-{method}"
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import socket
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -27,6 +24,8 @@ from mcgenref.training.segmentor import (
     lr_at,
     train_segmentor,
 )
+
+from ..conftest import torchrun_cpu
 
 TINY = TrainSegmentorConfig(
     model=SegmentorConfig(channels=(8, 16, 32)),
@@ -239,23 +238,12 @@ def test_bad_device_is_a_config_error(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- DDP on CPU
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun_two_cpu_ranks(script: Path, config: TrainSegmentorConfig,
                             timeout: float = 120) -> subprocess.CompletedProcess:
     """``script CONFIG_JSON`` under ``torch.distributed.run`` with 2 CPU (gloo) ranks."""
     from mcgenref.config import to_dict
 
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-         str(script), json.dumps(to_dict(config))],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    return torchrun_cpu(script, [json.dumps(to_dict(config))], timeout=timeout)
 
 
 def test_ddp_two_cpu_processes(tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ from mcgenref.io.atomic import (
     write_json_atomic,
     write_png_atomic,
 )
+from mcgenref.io.meta import ImageMeta
 from mcgenref.io.resample import resample, resample_to_shape, zoom_factors
 
 #: The breast region the MC search uses excludes a margin at the skin line (see
@@ -200,6 +201,20 @@ class SegmentationResult:
     meta: dict[str, Any]
     source_path: Path | None = None  # the DICOM input (for its SEG); None for other formats
     uncertainty: np.ndarray | None = None  # float32 [0, 0.5], TT-GPR's surrogate spread
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """One image read and normalised (:meth:`Segmenter.prepare`), ready for detection."""
+
+    path: Path
+    stem: str
+    image: np.ndarray  # float32, normalised inside the breast (dense bright), input grid
+    region: np.ndarray  # bool, the searched breast region
+    spacing: tuple[float, float]  # (row, col) mm
+    image_meta: ImageMeta  # what the file records (format, spacing source, view...)
+    normalization: dict[str, Any]
+    timings: dict[str, float]
 
 
 class Segmenter:
@@ -374,12 +389,19 @@ class Segmenter:
         return prob, uncertainty, info
 
     def segment(self, path: str | Path, stem: str | None = None) -> SegmentationResult:
-        """Segment one image file (see the module docstring)."""
+        """Segment one image file (see the module docstring): :meth:`prepare` + :meth:`detect`."""
+        return self.detect(self.prepare(path, stem))
+
+    def prepare(self, path: str | Path, stem: str | None = None) -> PreparedImage:
+        """Steps 1-2 (read, breast region, intensity normalisation): no model, no device.
+
+        Safe to run in another thread while :meth:`detect` runs the previous image, which is
+        how :mod:`mcgenref.inference.batch` keeps the device busy.
+        """
         path = Path(path)
-        pixel_spacing_mm = self.pixel_spacing_mm
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        raw, meta = read_image(path, pixel_spacing_mm=pixel_spacing_mm)
+        raw, meta = read_image(path, pixel_spacing_mm=self.pixel_spacing_mm)
         timings["read_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         breast = segment_breast(raw, meta)
@@ -394,6 +416,16 @@ class Segmenter:
             raise InputError(f"{path}: no breast region left inside the skin margin")
         image = norm.apply(raw).astype(np.float32)
         timings["preprocess_s"] = time.perf_counter() - t1
+        return PreparedImage(
+            path=path, stem=stem or path.stem, image=image, region=region, spacing=spacing,
+            image_meta=meta, normalization=norm.to_dict(), timings=timings,
+        )
+
+    def detect(self, prepared: PreparedImage) -> SegmentationResult:
+        """Steps 3-4 on a :meth:`prepare`-d image: probability map, MCs, clusters, record."""
+        path, image, region, spacing = prepared.path, prepared.image, prepared.region, prepared.spacing
+        meta = prepared.image_meta
+        timings = dict(prepared.timings)
         t2 = time.perf_counter()
         extra: dict[str, Any] = {}
         uncertainty = None
@@ -418,9 +450,9 @@ class Segmenter:
             "write_seg": self.config.write_seg,
             "pixel_spacing_mm": list(spacing),
             "pixel_spacing_source": meta.spacing_source,
-            "image_size": [int(raw.shape[0]), int(raw.shape[1])],
+            "image_size": [int(image.shape[0]), int(image.shape[1])],
             "threshold": self.threshold,
-            "normalization": norm.to_dict(),
+            "normalization": prepared.normalization,
             "image": {
                 "format": meta.format,
                 "photometric_interpretation": meta.photometric_interpretation,
@@ -438,7 +470,7 @@ class Segmenter:
             "timings": {k: round(v, 4) for k, v in timings.items()},
         }
         return SegmentationResult(
-            stem=stem or path.stem, image=image, region=region, prob=prob,
+            stem=prepared.stem, image=image, region=region, prob=prob,
             detections=detections, meta=record,
             source_path=path if meta.format == "dicom" else None,
             uncertainty=uncertainty,

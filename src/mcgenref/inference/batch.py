@@ -1,0 +1,599 @@
+"""Batch segmentation: many inputs, one output folder, one process or many (``torchrun``).
+
+1. **Inputs -> jobs** (:func:`expand_inputs`, :func:`make_jobs`). An input is a file, a folder
+   (its images, not its sub-folders), a glob pattern (``'data/**/*.dcm'``, quoted so that we
+   expand it, ``**`` crossing folders) or ``@FILE``, a list file: one path per line, blank
+   lines and lines starting with ``#`` ignored, relative paths relative to the list file's
+   folder, each line taken literally (no glob). Every missing path is found before any work:
+   the error names the first and counts them all. A job is (input, output prefix): when all
+   stems are unique the prefix is the flat ``<stem>`` (outputs ``OUT/<stem>_*``); when two
+   inputs from different folders share a stem, every input's folder relative to the inputs'
+   common parent is mirrored (``OUT/siteA/img1_*``, ``OUT/siteB/img1_*``), so no two jobs
+   share a prefix. Two inputs that still clash (one folder, ``img1.png`` and ``img1.dcm``)
+   are refused.
+2. **Rank split**: under ``torchrun`` (``WORLD_SIZE`` > 1) every rank resolves the same jobs
+   in the same order, and rank ``r`` runs ``todo[r::world_size]`` of the jobs not yet done.
+3. **Pipeline** (:func:`run_jobs`): ``workers`` reader threads run
+   :meth:`~mcgenref.inference.segment.Segmenter.prepare` (read, breast, normalisation) for the
+   next images while the calling thread runs :meth:`~mcgenref.inference.segment.Segmenter.detect`
+   on the current one, and one writer thread writes the previous image's files. At most
+   ``workers + 1`` prepared images and 2 results wait in memory. An image that fails
+   (:class:`~mcgenref.errors.McGenRefError`) becomes a ``failed`` row and the batch goes on;
+   an :class:`~mcgenref.errors.OutputError` (the folder is full, read-only...) stops the batch:
+   every file is written atomically and ``<stem>_meta.json`` last, so an image is either
+   complete or redone by the next run.
+4. **Summary**: ``OUT/summary.csv`` (atomic), one row per image of the batch
+   (:data:`SUMMARY_COLUMNS`); images finished by an earlier run are ``skipped`` rows with
+   the counts from their ``_meta.json``; rows of an earlier summary for images not in this
+   batch are kept. Under ``torchrun`` the rows travel to rank 0 through the process group
+   (gloo, whatever the device: they are small Python objects) and rank 0 alone writes the
+   file, so no partial file is ever left behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import queue
+import re
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcgenref.errors import (
+    ConfigError,
+    InputError,
+    McGenRefError,
+    McGenRefWarning,
+    OutputError,
+)
+
+#: The batch's summary, in the output folder.
+SUMMARY_NAME = "summary.csv"
+#: Its columns; ``input``, ``prefix``, ``status`` and ``error`` are what
+#: ``mcgenref.report`` takes, the others are for people and scripts.
+SUMMARY_COLUMNS = ("input", "prefix", "status", "n_calcifications", "n_clusters", "seconds", "error")
+_GLOB_MAGIC = re.compile(r"[*?[]")
+_ERROR_KINDS: dict[str, type[McGenRefError]] = {
+    cls.__name__: cls for cls in (ConfigError, InputError, OutputError, McGenRefError)
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to segment: its file and its output prefix (``/``-separated, relative to OUT)."""
+
+    input: Path
+    prefix: str
+
+    @property
+    def stem(self) -> str:
+        """The file-name part of the prefix: outputs are ``<stem>_prob.png``..."""
+        return self.prefix.rsplit("/", 1)[-1]
+
+    def out_dir(self, out: Path) -> Path:
+        """The folder that holds this job's outputs (``out`` itself for a flat prefix)."""
+        return out.joinpath(*self.prefix.split("/")[:-1])
+
+
+# --------------------------------------------------------------------------- inputs -> jobs
+
+
+def _read_list_file(path: Path) -> list[tuple[Path, str]]:
+    """(path, where) per entry of a list file; relative entries are relative to its folder."""
+    if not path.is_file():
+        raise InputError(f"no such list file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read list file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        p = Path(entry).expanduser()
+        # lexically normalised (``../x`` relative to the list's folder): clean names to report
+        full = Path(os.path.normpath(p if p.is_absolute() else path.parent / p))
+        entries.append((full, f" (line {number} of {path})"))
+    if not entries:
+        raise InputError(f"list file {path} names no input")
+    return entries
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files, folders, glob patterns and ``@list`` files -> a sorted, de-duplicated image list.
+
+    A name that exists is taken literally even if it contains ``*?[``; one that does not and
+    contains them is a glob pattern (``**`` matches across folders; files with a supported
+    suffix are kept, hidden ones never match).
+
+    Raises:
+        InputError: a named file, folder or list entry does not exist (the first is named,
+            all are counted), a pattern matches no image, or no image is found at all.
+    """
+    from mcgenref.io import SUPPORTED_SUFFIXES, list_images
+
+    if not inputs:
+        raise InputError("no input images given")
+    found: list[Path] = []
+    missing: list[str] = []
+    for item in inputs:
+        text = str(item)
+        if text.startswith("@") and len(text) > 1 and not Path(text).exists():
+            for p, where in _read_list_file(Path(text[1:]).expanduser()):
+                if p.exists():
+                    found.append(p)
+                else:
+                    missing.append(f"{p}{where}")
+            continue
+        p = Path(text)
+        if p.exists():
+            found.append(p)
+        elif _GLOB_MAGIC.search(text):
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            images = [m for m in matches if m.is_file() and m.suffix.lower() in SUPPORTED_SUFFIXES]
+            if not images:
+                raise InputError(
+                    f"no image matches {text!r} (looked for {', '.join(SUPPORTED_SUFFIXES)})"
+                )
+            found.extend(images)
+        else:
+            missing.append(text)
+    if missing:
+        more = f" ({len(missing)} inputs missing in all; nothing was done)" if len(missing) > 1 else ""
+        raise InputError(f"no such file or folder: {missing[0]}{more}")
+    return list_images(found)
+
+
+def is_own_output(path: Path, out: Path) -> bool:
+    """True for a file that a ``segment`` run into ``out`` wrote (a rerun must not take it for
+    an input, e.g. with ``--out`` inside the input folder or under a ``**`` pattern)."""
+    from mcgenref.inference.segment import ALL_OUTPUT_SUFFIXES
+
+    if not path.name.endswith(ALL_OUTPUT_SUFFIXES):
+        return False
+    return path.resolve().is_relative_to(out.resolve())
+
+
+def make_jobs(paths: Sequence[Path]) -> list[Job]:
+    """One job per input: flat ``<stem>`` prefixes, or mirrored folders when stems clash.
+
+    Raises:
+        ConfigError: two inputs in one folder share a stem (``a.png`` and ``a.dcm``).
+    """
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return [Job(p, s) for p, s in zip(paths, stems, strict=True)]
+    parents = [os.path.abspath(p.parent) for p in paths]
+    common = os.path.commonpath(parents)
+    jobs: list[Job] = []
+    taken: dict[str, Path] = {}
+    for p, parent in zip(paths, parents, strict=True):
+        prefix = Path(os.path.relpath(parent, common), p.stem).as_posix()
+        if prefix in taken:
+            raise ConfigError(
+                f"two inputs share the name {p.stem!r} in one folder: {taken[prefix]} and {p} "
+                "(their outputs would overwrite each other; rename one)"
+            )
+        taken[prefix] = p
+        jobs.append(Job(p, prefix))
+    return jobs
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _row(job: Job, status: str, *, error: str | None = None, n_calcifications: int | None = None,
+         n_clusters: int | None = None, seconds: float | None = None) -> dict[str, Any]:
+    return {
+        "input": str(job.input), "prefix": job.prefix, "status": status,
+        "n_calcifications": n_calcifications, "n_clusters": n_clusters,
+        "seconds": None if seconds is None else round(seconds, 3), "error": error,
+    }
+
+
+def skipped_row(job: Job, out: Path) -> dict[str, Any]:
+    """The row of an image finished by an earlier run (counts from its ``_meta.json``)."""
+    try:
+        meta = json.loads((job.out_dir(out) / f"{job.stem}_meta.json").read_text())
+        counts = int(meta["n_calcifications"]), int(meta["n_clusters"])
+    except (OSError, ValueError, KeyError, TypeError):
+        counts = (None, None)
+    return _row(job, "skipped", n_calcifications=counts[0], n_clusters=counts[1])
+
+
+def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS), lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in SUMMARY_COLUMNS})
+    return buf.getvalue()
+
+
+def read_summary(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``summary.csv`` (empty cells -> None); [] if absent or unreadable."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or not {"prefix", "status"} <= set(reader.fieldnames):
+                return []
+            return [{k: (row.get(k) or None) for k in SUMMARY_COLUMNS} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def write_summary(out: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """``out/summary.csv`` with ``rows``, plus the rows of the existing one whose prefix is
+    not among them (an earlier batch into the same folder); sorted by prefix; atomic."""
+    from mcgenref.io.atomic import write_bytes_atomic
+
+    path = out / SUMMARY_NAME
+    ours = {row["prefix"] for row in rows}
+    kept = [row for row in read_summary(path) if row["prefix"] not in ours]
+    merged = sorted([*kept, *rows], key=lambda r: str(r["prefix"]))
+    write_bytes_atomic(path, _csv_text(merged).encode())
+    return path
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class JobsResult:
+    """What :func:`run_jobs` did: one row per job run (job order) and why it stopped early."""
+
+    rows: list[dict[str, Any]]
+    errors: dict[str, McGenRefError]  # prefix -> the error of each failed image
+    fatal: OutputError | None = None  # the output folder became unusable: the rest not run
+
+
+def run_jobs(segmenter: Any, jobs: Sequence[Job], out: Path, workers: int = 2,
+             on_row: Callable[[dict[str, Any]], None] | None = None) -> JobsResult:
+    """Segment ``jobs`` into ``out``: read ahead in ``workers`` threads, write in another.
+
+    ``workers=0`` runs read, detection and writing one after the other in this thread.
+    ``on_row`` is called once per finished job (from the writer thread when pipelined).
+    ``mcgenref.inference.segment.write_outputs`` is looked up at call time (benchmarks wrap it).
+    """
+    from mcgenref.inference import segment as segment_module
+
+    rows: dict[int, dict[str, Any]] = {}
+    errors: dict[str, McGenRefError] = {}
+    fatal: list[OutputError] = []
+    lock = threading.Lock()
+
+    def finish(i: int, row: dict[str, Any], exc: McGenRefError | None = None) -> None:
+        with lock:
+            rows[i] = row
+            if exc is not None:
+                errors[row["prefix"]] = exc
+        if on_row is not None:
+            on_row(row)
+
+    def failed(i: int, job: Job, exc: McGenRefError, seconds: float) -> None:
+        finish(i, _row(job, "failed", error=str(exc), seconds=seconds), exc)
+
+    def write(i: int, job: Job, result: Any, seconds: float) -> None:
+        folder = job.out_dir(out)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from None
+        t0 = time.perf_counter()
+        segment_module.write_outputs(result, folder)
+        seconds += time.perf_counter() - t0
+        finish(i, _row(job, "done", n_calcifications=result.meta["n_calcifications"],
+                       n_clusters=result.meta["n_clusters"], seconds=seconds))
+
+    def own_seconds(result: Any) -> float:
+        return float(sum(result.meta["timings"].values()))
+
+    if workers <= 0:
+        for i, job in enumerate(jobs):
+            t0 = time.perf_counter()
+            try:
+                result = segmenter.detect(segmenter.prepare(job.input, job.stem))
+                write(i, job, result, own_seconds(result))
+            except OutputError as exc:
+                fatal.append(exc)
+                break
+            except McGenRefError as exc:
+                failed(i, job, exc, time.perf_counter() - t0)
+        return JobsResult([rows[i] for i in sorted(rows)], errors, fatal[0] if fatal else None)
+
+    stop = threading.Event()
+    bug: list[BaseException] = []
+    # bounded: a slow disk makes detection wait instead of filling memory with results
+    write_queue: queue.Queue = queue.Queue(maxsize=2)
+
+    def writer() -> None:
+        while True:
+            item = write_queue.get()
+            if item is None:
+                return
+            if stop.is_set():
+                continue  # the batch is stopping: drop, the image is redone by the next run
+            i, job, result = item
+            try:
+                write(i, job, result, own_seconds(result))
+            except OutputError as exc:
+                fatal.append(exc)
+                stop.set()
+            except McGenRefError as exc:  # e.g. a DICOM SEG that cannot be built
+                failed(i, job, exc, own_seconds(result))
+            except BaseException as exc:  # noqa: BLE001 - a bug: re-raised in the calling thread
+                bug.append(exc)
+                stop.set()
+
+    writer_thread = threading.Thread(target=writer, name="mcgenref-write", daemon=True)
+    writer_thread.start()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mcgenref-read")
+    todo = iter(enumerate(jobs))
+    pending: deque[tuple[int, Job, Future, float]] = deque()
+
+    def refill() -> None:
+        while len(pending) < workers + 1:
+            nxt = next(todo, None)
+            if nxt is None:
+                return
+            i, job = nxt
+            pending.append((i, job, pool.submit(segmenter.prepare, job.input, job.stem),
+                            time.perf_counter()))
+
+    try:
+        refill()
+        while pending and not stop.is_set():
+            i, job, future, t0 = pending.popleft()
+            refill()  # the readers work on the next images while this one is detected
+            try:
+                result = segmenter.detect(future.result())
+            except OutputError as exc:
+                fatal.append(exc)
+                break
+            except McGenRefError as exc:
+                failed(i, job, exc, time.perf_counter() - t0)
+                continue
+            write_queue.put((i, job, result))
+            del result
+    except BaseException:
+        stop.set()  # interrupted: finish the file being written, drop the rest
+        raise
+    finally:
+        for *_, future, _ in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        write_queue.put(None)
+        writer_thread.join()
+    if bug:
+        raise bug[0]
+    return JobsResult([rows[i] for i in sorted(rows)], errors, fatal[0] if fatal else None)
+
+
+# --------------------------------------------------------------------------- torchrun
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+
+def _setup_distributed() -> _Dist:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return _Dist(dist.get_rank(), dist.get_world_size(), local_rank)
+    # gloo whatever the device: only small Python objects are exchanged, never tensors
+    dist.init_process_group(backend="gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=True)
+
+
+def _gather(obj: Any, ddp: _Dist) -> list[Any]:
+    """Every rank's ``obj`` on every rank (also a barrier); ``[obj]`` without torchrun."""
+    if ddp.world_size <= 1:
+        return [obj]
+    import torch.distributed as dist
+
+    everyone: list[Any] = [None] * ddp.world_size
+    dist.all_gather_object(everyone, obj)
+    return everyone
+
+
+def _first_error(errors: Sequence[tuple[str, str] | None]) -> McGenRefError | None:
+    first = next((e for e in errors if e is not None), None)
+    return None if first is None else _ERROR_KINDS.get(first[0], McGenRefError)(first[1])
+
+
+def _as_pair(exc: McGenRefError | None) -> tuple[str, str] | None:
+    return None if exc is None else (type(exc).__name__, str(exc))
+
+
+def _rank_device(device: str, ddp: _Dist) -> str:
+    """Under torchrun each rank takes its own GPU (``cuda:LOCAL_RANK``)."""
+    if ddp.world_size > 1 and device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{ddp.local_rank}"
+    return device
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+def segment_batch(
+    inputs: Sequence[str | Path],
+    out: Path,
+    config: Any = None,
+    model_path: Path | None = None,
+    device: str = "auto",
+    pixel_spacing_mm: float | tuple[float, float] | None = None,
+    overwrite: bool = False,
+    workers: int = 2,
+    show_progress: bool = True,
+    generator_path: Path | None = None,
+) -> dict[str, Any]:
+    """Segment a batch (see the module docstring); under torchrun, this rank's share.
+
+    Images already finished with the same settings are skipped unless ``overwrite``; finished
+    with other settings, they are refused (before any work) unless ``overwrite``.
+    ``workers``: reader threads of :func:`run_jobs` (0: no pipelining). ``generator_path``:
+    TT-GPR's generator when ``config.refine`` (``None``: the shipped one).
+
+    Returns (on every rank, for the whole batch): ``out``, ``rows`` (one dict per image, job
+    order: :data:`SUMMARY_COLUMNS`), ``done`` / ``skipped`` (prefixes), ``failed`` (dicts
+    with ``input``, ``prefix``, ``error``, ``kind``), ``n_images``, ``summary_csv``,
+    ``world_size``, ``seconds``. A failed image does not raise here: see
+    :func:`raise_for_failures`.
+
+    Raises:
+        McGenRefError: bad inputs, unusable output folder or model (before any work, on
+            every rank); OutputError when the folder becomes unusable during the batch (the
+            summary of what was done is written if the folder still takes it).
+    """
+    t_start = time.perf_counter()
+    out = Path(out)
+    ddp = _setup_distributed()
+    synchronised = False
+    try:
+        try:
+            summary = _segment_batch(inputs, out, config, model_path, device, pixel_spacing_mm,
+                                     overwrite, workers, show_progress, ddp, generator_path)
+        except McGenRefError:
+            synchronised = True  # raised on every rank alike, after a collective
+            raise
+        synchronised = True
+        summary["seconds"] = round(time.perf_counter() - t_start, 3)
+        return summary
+    finally:
+        if ddp.owns_group:
+            import torch.distributed as dist
+
+            if synchronised:
+                # rank 0 hosts the rendezvous store: no rank may tear the group down while
+                # another still uses it (as in mcgenref.training.segmentor)
+                dist.barrier()
+            dist.destroy_process_group()
+
+
+def _segment_batch(
+    inputs: Sequence[str | Path], out: Path, config: Any, model_path: Path | None, device: str,
+    pixel_spacing_mm: float | tuple[float, float] | None, overwrite: bool, workers: int,
+    show_progress: bool, ddp: _Dist, generator_path: Path | None = None,
+) -> dict[str, Any]:
+    from mcgenref.inference.segment import Segmenter, is_done
+    from mcgenref.io.atomic import check_writable_dir
+    from mcgenref.progress import progress_bar
+
+    error: McGenRefError | None = None
+    jobs: list[Job] = []
+    skipped: list[tuple[int, dict[str, Any]]] = []
+    todo: list[tuple[int, Job]] = []
+    segmenter = None
+    try:
+        paths = [p for p in expand_inputs(inputs) if not is_own_output(p, out)]
+        if not paths:
+            raise ConfigError("no input image to segment")
+        jobs = make_jobs(paths)
+        check_writable_dir(out)
+        segmenter = Segmenter(config, model_path, _rank_device(device, ddp),
+                              pixel_spacing_mm=pixel_spacing_mm, generator_path=generator_path)
+        settings = segmenter.settings()
+        for i, job in enumerate(jobs):
+            state = is_done(job.out_dir(out), job.stem, settings, write_seg=segmenter.config.write_seg)
+            if state is True and not overwrite:
+                skipped.append((i, skipped_row(job, out)))
+            elif state is False and not overwrite:
+                raise OutputError(
+                    f"{job.out_dir(out) / (job.stem + '_meta.json')} was made with other "
+                    "settings (use --overwrite)"
+                )
+            else:
+                todo.append((i, job))
+    except McGenRefError as exc:
+        error = exc
+    # every rank planned from the same files before any rank starts writing (this collective
+    # is the barrier), so the shares agree; an error on one rank stops them all, none hangs
+    error = error or _first_error(_gather(_as_pair(error), ddp))
+    if error is not None:
+        raise error
+
+    mine = todo[ddp.rank :: ddp.world_size]
+    show = show_progress and ddp.rank == 0 and bool(mine)
+    with progress_bar(enabled=show) as progress:
+        task = progress.add_task("segmenting", total=len(mine))
+
+        def on_row(row: dict[str, Any]) -> None:
+            if row["status"] == "failed" and len(jobs) > 1:
+                warnings.warn(f"{row['input']}: skipped: {row['error']}", McGenRefWarning,
+                              stacklevel=2)
+            progress.advance(task)
+
+        result = run_jobs(segmenter, [job for _, job in mine], out, workers, on_row)
+    index = {job.prefix: i for i, job in enumerate(jobs)}
+    kinds = {prefix: type(exc).__name__ for prefix, exc in result.errors.items()}
+    gathered = _gather((result.rows, kinds, _as_pair(result.fatal)), ddp)
+    rows_by_index = dict(skipped)
+    all_kinds: dict[str, str] = {}
+    for rank_rows, rank_kinds, _ in gathered:
+        all_kinds.update(rank_kinds)
+        for row in rank_rows:
+            rows_by_index[index[row["prefix"]]] = row
+    rows = [rows_by_index[i] for i in sorted(rows_by_index)]
+    fatal = result.fatal or _first_error([g[2] for g in gathered])
+
+    summary_error: McGenRefError | None = None
+    if ddp.rank == 0:
+        try:
+            write_summary(out, rows)
+        except OutputError as exc:
+            summary_error = exc
+    if fatal is not None:
+        raise fatal  # the summary was written if the folder still took it; its error is moot
+    summary_error = summary_error or _first_error(_gather(_as_pair(summary_error), ddp))
+    if summary_error is not None:
+        raise summary_error
+    return {
+        "out": str(out),
+        "rows": rows,
+        "done": [r["prefix"] for r in rows if r["status"] == "done"],
+        "skipped": [r["prefix"] for r in rows if r["status"] == "skipped"],
+        "failed": [{"input": r["input"], "prefix": r["prefix"], "error": r["error"],
+                    "kind": all_kinds.get(r["prefix"], "McGenRefError")}
+                   for r in rows if r["status"] == "failed"],
+        "n_images": len(jobs),
+        "summary_csv": str(out / SUMMARY_NAME),
+        "world_size": ddp.world_size,
+    }
+
+
+def raise_for_failures(summary: dict[str, Any]) -> None:
+    """Raise if an image of the batch failed: a single input's own error, else how many."""
+    failed = summary["failed"]
+    if not failed:
+        return
+    if summary["n_images"] == 1:
+        raise _ERROR_KINDS.get(failed[0]["kind"], McGenRefError)(failed[0]["error"])
+    raise McGenRefError(
+        f"{len(failed)} of {summary['n_images']} images failed (see warnings above; "
+        f"{summary['summary_csv']} lists them)"
+    )
+
