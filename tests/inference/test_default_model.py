@@ -44,3 +44,38 @@ def test_golden_example_clusters_are_found(tmp_path: Path) -> None:
                 found.add(cid)
     assert found == true_clusters, (found, true_clusters, result.detections.clusters)
     assert len(result.detections.clusters) <= len(true_clusters) + 2
+
+
+def test_shipped_generator_is_intact_and_documented() -> None:
+    from mcgenref.inference.segment import default_generator_path
+
+    folder = default_generator_path()
+    meta = json.loads((folder / "model.json").read_text())
+    data = (folder / "model.safetensors").read_bytes()
+    assert meta["kind"] == "mcgenref-generator"
+    assert hashlib.sha256(data).hexdigest() == meta["weights"]["sha256"]
+    assert len(data) < 10 * 2**20
+    assert meta["extra"]["pixel_spacing_mm"] == [0.2, 0.2]
+    assert meta["extra"]["residual_scale"] > 0
+    train = set(meta["data"]["training_refs"])
+    assert not train & set(meta["data"]["never_trained_on"])
+    assert not train & set(meta["data"]["held_out_refs"])
+
+
+def test_golden_example_with_refine_keeps_the_clusters(tmp_path: Path) -> None:
+    """TT-GPR with the shipped generator: the example's clusters are still all found, the
+    refined map differs from the plain one only near candidates, and it is deterministic."""
+    import numpy as np
+
+    info = write_example(tmp_path / "example.dcm", seed=0)
+    plain = Segmenter(SegmentConfig(), device="cpu").segment(Path(info["image"]))
+    seg = Segmenter(SegmentConfig(refine=True), device="cpu")
+    refined = seg.segment(Path(info["image"]))
+    tt = refined.meta["detector"]["tt_gpr"]
+    assert tt["windows"] > 0
+    assert len(refined.detections.clusters) >= len(plain.detections.clusters)
+    changed = np.abs(refined.prob - plain.prob) > 1e-3
+    assert changed.any() and changed.mean() < 0.5
+    assert refined.uncertainty is not None and refined.uncertainty.max() > 0
+    again = seg.segment(Path(info["image"]))
+    np.testing.assert_array_equal(again.prob, refined.prob)

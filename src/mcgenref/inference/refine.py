@@ -105,12 +105,12 @@ class RefineConfig:
     window_px: int = 64
     margin_px: int = 8
     max_windows: int | None = 512
-    batch_windows: int = 8
+    batch_windows: int = 16
     seeds: SeedConfig = field(default_factory=lambda: SeedConfig(min_prob=0.3))
     k: int = 4
     rounds: int = 2
     t_start: float = 0.3
-    sampler_steps: int = 4
+    sampler_steps: int = 3
     guidance: float = 1.0
     use_seeds: bool = True
     context_correction: bool = True
@@ -124,7 +124,7 @@ class RefineConfig:
     proximity_weight: float = 0.05
     edge_sigma: float = 0.05
     proximity_scale: float = 4.0
-    refine_steps: int = 30
+    refine_steps: int = 20
     lr: float = 0.3
     logit_clip: float = 12.0
     seed: int = 0
