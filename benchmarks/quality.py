@@ -71,50 +71,23 @@ def _operating_threshold(model: Path, method: str) -> float:
 def synthetic_pixels(model: Path, n: int, n_boot: int) -> dict:
     import torch
 
-    from mcgenref.evaluation.metrics import bootstrap_ci, match_points, pixel_counts, pixel_metrics
+    from mcgenref.evaluation.synthetic import score_synthetic
     from mcgenref.inference.classical import ClassicalConfig, classical_score
     from mcgenref.models.checkpoint import load_model
-    from mcgenref.synthesis.config import SynthesisConfig
-    from mcgenref.synthesis.dataset import SyntheticMCDataset
-    from mcgenref.synthesis.patches import NegativePatchSampler
 
     _, held_out = recipe.split()
-    net, meta = load_model(model, "cpu")
+    net, _ = load_model(model, "cpu")
     patch = 256
-    sampler = NegativePatchSampler(recipe.image_paths(held_out), patch,
-                                   pixel_spacing_mm=MIAS_PIXEL_SPACING_MM)
-    data = SyntheticMCDataset(n, SYNTHETIC_SEED, SynthesisConfig(patch_size_px=patch), sampler)
+    samples = recipe.synthetic_patches(held_out, n, SYNTHETIC_SEED, patch)
     thresholds = {m: _operating_threshold(model, m) for m in ("model", "classical")}
-    counts = {m: [] for m in thresholds}
-    objects = {m: [] for m in thresholds}
-    from scipy import ndimage
-
-    for i in range(n):
-        s = data.sample(i)
-        spacing = tuple(s.record["spacing_mm"])
-        truth = s.mask.astype(bool)
+    probs: dict[str, list[np.ndarray]] = {m: [] for m in thresholds}
+    for s in samples:
         with torch.inference_mode():
             logits = net(torch.from_numpy(s.image)[None, None])[0, 0].numpy()
-        probs = {"model": 1 / (1 + np.exp(-logits)),
-                 "classical": classical_score(s.image, spacing, ClassicalConfig())}
-        tpts = np.array([[m["y_px"], m["x_px"]] for m in s.record["mcs"] if m["visible"]])
-        for m, p in probs.items():
-            pred = p >= thresholds[m]
-            counts[m].append(pixel_counts(pred, truth))
-            lab, k = ndimage.label(pred, np.ones((3, 3)))
-            cents = np.array(ndimage.center_of_mass(pred, lab, range(1, k + 1))).reshape(-1, 2)
-            pm = match_points(cents, tpts.reshape(-1, 2), spacing, 1.0)
-            objects[m].append((pm.tp, pm.fp, len(tpts)))
-    out = {}
-    for m in thresholds:
-        c = np.asarray(counts[m], dtype=np.int64)
-        pooled = pixel_metrics(*c.sum(axis=0).tolist())
-        ci = {k: list(bootstrap_ci(lambda idx, k=k, c=c: pixel_metrics(*c[idx].sum(axis=0).tolist())[k],
-                                   n_boot, 0, n_items=len(c))) for k in ("dice", "recall", "precision")}
-        o = np.asarray(objects[m], dtype=float)
-        out[m] = {"threshold": thresholds[m], "pooled": pooled, "ci": ci,
-                  "object_sensitivity": float(o[:, 0].sum() / max(o[:, 2].sum(), 1)),
-                  "object_fp_per_patch": float(o[:, 1].mean()), "n_truth_mcs": int(o[:, 2].sum())}
+        probs["model"].append(1 / (1 + np.exp(-logits)))
+        probs["classical"].append(classical_score(s.image, tuple(s.record["spacing_mm"]), ClassicalConfig()))
+    out = {m: score_synthetic(probs[m], samples, thresholds[m]).summary(
+        n_boot, metrics=("dice", "recall", "precision")) for m in thresholds}
     out["n_patches"] = n
     out["patch"] = f"{patch} px at {MIAS_PIXEL_SPACING_MM} mm, held-out normals, seed {SYNTHETIC_SEED}"
     return out

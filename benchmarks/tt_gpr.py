@@ -1,17 +1,19 @@
 """TT-GPR: ablation on synthetic data, cluster FROC on real mammograms, and cost.
 
-    python benchmarks/tt_gpr.py [--synthetic 120] [--bootstrap 1000] [--skip-real] [--skip-cost]
+    python benchmarks/tt_gpr.py [--synthetic 300] [--bootstrap 1000] [--skip-real] [--skip-cost]
                                 [--out benchmarks/results/tt_gpr]
 
 1. Synthetic ablation. Test patches (256 px at 0.2 mm) made on the HELD-OUT women's
    mini-MIAS normals (never seen by either network) with a base seed neither training used,
    and clusters of 10-40 MCs (the generator and segmentor were trained on 5-30: other
    generator settings where the test allows). Per variant (the initializer = the frozen
-   segmentor alone; TT-GPR with every term; TT-GPR without each term; K = 1; one round; no
-   seed): pooled pixel Dice, recall, FNR, precision, balanced accuracy, G-mean with 95 %
+   segmentor alone; TT-GPR with the (tuned) defaults; with the first, untuned defaults;
+   without each term; K = 1; one round; no seed): pooled pixel Dice, recall, FNR, precision, balanced accuracy, G-mean with 95 %
    bootstrap CIs (patches resampled), object sensitivity and false positives per patch
    (component centroids matched to visible MCs within 1 mm), at two thresholds: 0.5 (the
-   segmentor's training decision) and the shipped operating point.
+   segmentor's training decision) and the shipped operating point. Then the seed evidence:
+   whether the generator's projections raise the segmentor's logit more at seeds on MCs than
+   at seeds on other spots (:func:`seed_evidence`).
 2. Real mammograms: `mcgenref segment` with and without `--refine` on the 8 mini-MIAS
    calcification images and the held-out normals, scored by `mcgenref evaluate` (cluster FROC).
 3. Cost: seconds per full-field image with and without `--refine`, side by side in one run,
@@ -44,11 +46,11 @@ import default_segmentor as recipe  # noqa: E402
 
 from mcgenref.datasets import data_root  # noqa: E402
 from mcgenref.datasets.mias import MIAS_PIXEL_SPACING_MM, calc_refs  # noqa: E402
+from mcgenref.evaluation.synthetic import PIXEL_METRICS  # noqa: E402
 
 SEGMENTOR = REPO / "src/mcgenref/weights/segmentor"
 GENERATOR = REPO / "src/mcgenref/weights/generator"
 TEST_SEED = 424_242_424  # not a training (0), validation (1_000_003) or quality seed
-METRICS = ("dice", "recall", "fnr", "precision", "balanced_accuracy", "g_mean")
 
 
 def variants() -> dict:
@@ -59,6 +61,9 @@ def variants() -> dict:
     return {
         "initializer (segmentor)": None,
         "TT-GPR": full,
+        "TT-GPR, first defaults": r(full, seeds=r(full.seeds, min_prob=0.3), t_start=0.3, fit_weight=1.0,
+                                    overlap_weight=0.5, edge_weight=0.05, proximity_weight=0.05,
+                                    overlap_threshold=0.5),
         "- fit": r(full, fit=False),
         "- overlap": r(full, overlap=False),
         "- edge": r(full, edge=False),
@@ -71,63 +76,33 @@ def variants() -> dict:
 
 def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
     import torch
-    from scipy import ndimage
 
-    from mcgenref.evaluation.metrics import bootstrap_ci, match_points, pixel_counts, pixel_metrics
+    from mcgenref.evaluation.synthetic import score_synthetic
     from mcgenref.inference.refine import Refiner
     from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
-    from mcgenref.synthesis.config import ClusterConfig, SynthesisConfig
-    from mcgenref.synthesis.dataset import SyntheticMCDataset
-    from mcgenref.synthesis.patches import NegativePatchSampler
 
     _, held_out = recipe.split()
     seg, seg_meta = load_model(SEGMENTOR, "cpu")
     gen, _ = load_model(generator, "cpu", kind=GENERATOR_KIND)
     operating = float(seg_meta["operating_point"]["threshold"])
     patch = 256
-    sampler = NegativePatchSampler(recipe.image_paths(held_out), patch, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM)
-    synthesis = SynthesisConfig(patch_size_px=patch, cluster=ClusterConfig(n_mcs_range=(10, 40)))
-    data = SyntheticMCDataset(n, TEST_SEED, synthesis, sampler)
-    samples = [data.sample(i) for i in range(n)]
-    logits0 = []
+    samples = recipe.synthetic_patches(held_out, n, TEST_SEED, patch, n_mcs_range=(10, 40))
     with torch.inference_mode():
-        for s in samples:
-            logits0.append(seg(torch.from_numpy(s.image)[None, None])[0, 0].numpy())
+        logits0 = [seg(torch.from_numpy(s.image)[None, None])[0, 0].numpy() for s in samples]
     results = {}
     for name, config in variants().items():
         t0 = time.perf_counter()
         probs = []
+        refiner = None if config is None else Refiner(seg, gen, config, "cpu")
         for s, z0 in zip(samples, logits0, strict=True):
-            if config is None:
-                z = z0
-            else:
-                refiner = Refiner(seg, gen, config, "cpu")
+            z = z0
+            if refiner is not None:
                 spacing = tuple(float(v) for v in s.record["spacing_mm"])
                 z = refiner.refine(s.image, np.ones(s.image.shape, bool), z0, spacing).logits
             probs.append(1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))))
         seconds = time.perf_counter() - t0
-        per_threshold = {}
-        for label, threshold in (("0.5", 0.5), ("operating", operating)):
-            counts, objects = [], []
-            for s, p in zip(samples, probs, strict=True):
-                pred = p >= threshold
-                counts.append(pixel_counts(pred, s.mask.astype(bool)))
-                lab, k = ndimage.label(pred, np.ones((3, 3)))
-                cents = np.array(ndimage.center_of_mass(pred, lab, range(1, k + 1))).reshape(-1, 2)
-                truth = np.array([[m["y_px"], m["x_px"]] for m in s.record["mcs"] if m["visible"]]).reshape(-1, 2)
-                pm = match_points(cents, truth, tuple(s.record["spacing_mm"]), 1.0)
-                objects.append((pm.tp, pm.fp, len(truth)))
-            c = np.asarray(counts, dtype=np.int64)
-            pooled = pixel_metrics(*c.sum(axis=0).tolist())
-            ci = {k: list(bootstrap_ci(
-                lambda idx, k=k, c=c: pixel_metrics(*c[idx].sum(axis=0).tolist())[k],
-                n_boot, 0, n_items=len(c))) for k in METRICS}
-            o = np.asarray(objects, dtype=float)
-            per_threshold[label] = {
-                "threshold": threshold, "pooled": pooled, "ci": ci,
-                "object_sensitivity": float(o[:, 0].sum() / max(o[:, 2].sum(), 1)),
-                "object_fp_per_patch": float(o[:, 1].mean()),
-            }
+        per_threshold = {label: score_synthetic(probs, samples, threshold).summary(n_boot, metrics=PIXEL_METRICS)
+                         for label, threshold in (("0.5", 0.5), ("operating", operating))}
         results[name] = {"config": None if config is None else dataclasses.asdict(config),
                          "seconds": round(seconds, 2), **per_threshold}
         print(f"{name}: Dice@0.5 {per_threshold['0.5']['pooled']['dice']:.3f} "
@@ -135,10 +110,76 @@ def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
               f"Dice@op {per_threshold['operating']['pooled']['dice']:.3f} "
               f"recall@op {per_threshold['operating']['pooled']['recall']:.3f} ({seconds:.0f} s)",
               flush=True)
-    n_mcs = sum(sum(1 for m in s.record["mcs"] if m["visible"]) for s in samples)
+    n_mcs = results["TT-GPR"]["0.5"]["n_truth_mcs"]
     return {"n_patches": n, "n_visible_mcs": n_mcs, "operating_threshold": operating,
+            "seed_evidence": seed_evidence(samples, seg, gen, operating),
             "patch": f"{patch} px at {MIAS_PIXEL_SPACING_MM} mm, held-out normals, seed {TEST_SEED}, "
                      "clusters of 10-40 MCs", "variants": results}
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney), ``None`` with one class only."""
+    from scipy.stats import rankdata
+
+    labels = labels.astype(bool)
+    n1, n0 = int(labels.sum()), int((~labels).sum())
+    if n1 == 0 or n0 == 0:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def seed_evidence(samples: list, seg, gen, operating: float, k: int = 4) -> dict:
+    """Does the generator tell a seeded MC from a seeded non-MC?
+
+    Seeds from the segmentor's probability (TT-GPR's rule, first round), ``k`` projections of
+    each whole patch, and at each seed the mean change of the segmentor's logit that the
+    projections cause (what TT-GPR's surrogates add). A seed is an MC when it lies on the
+    exact mask dilated by one pixel. Per band of the initial probability: counts and the
+    AUC of the logit change (and, for comparison, of the initial probability) for MC vs not.
+    """
+    import dataclasses as dc
+
+    import torch
+    from scipy import ndimage
+
+    from mcgenref.flow.seeds import render_seed_map, seeds_from_probability
+    from mcgenref.inference.refine import RefineConfig, project
+
+    config = RefineConfig()
+    rows = []
+    for i, s in enumerate(samples):
+        x = torch.from_numpy(s.image)[None, None]
+        with torch.inference_mode():
+            z0 = seg(x)[0, 0].numpy()
+        p0 = 1.0 / (1.0 + np.exp(-np.clip(z0, -60, 60)))
+        spacing = tuple(float(v) for v in s.record["spacing_mm"])
+        seeds = [dc.replace(q, strength=1.0) for q in seeds_from_probability(p0, spacing, config.seeds)]
+        if not seeds:
+            continue
+        seed_map = torch.from_numpy(render_seed_map(seeds, p0.shape, spacing, config.seeds))[None, None]
+        noise = torch.randn((k, 1, *p0.shape), generator=torch.Generator().manual_seed(TEST_SEED + i))
+        x_k = project(gen, x.expand(k, -1, -1, -1), seed_map.expand(k, -1, -1, -1), noise,
+                      config.t_start, config.sampler_steps, config.guidance)
+        with torch.inference_mode():
+            z_k = seg(x_k)[:, 0].numpy()
+        on_mc = ndimage.binary_dilation(s.mask.astype(bool))
+        for q in seeds:
+            r, c = round(q.row), round(q.col)
+            rows.append((p0[r, c], float((z_k[:, r, c] - z0[r, c]).mean()), bool(on_mc[r, c])))
+    a = np.asarray(rows, dtype=float).reshape(-1, 3)
+    bands = {}
+    for name, lo, hi in (("all seeds", 0.0, 1.01), (f"below the operating point ({operating:g})", 0.0, operating),
+                         ("at or above it", operating, 1.01)):
+        b = a[(a[:, 0] >= lo) & (a[:, 0] < hi)]
+        mc = b[:, 2] > 0
+        bands[name] = {
+            "seeds": len(b), "on_mc": int(mc.sum()),
+            "mean_logit_change_mc": float(b[mc, 1].mean()) if mc.any() else None,
+            "mean_logit_change_not": float(b[~mc, 1].mean()) if (~mc).any() else None,
+            "auc_logit_change": _auc(mc, b[:, 1]), "auc_initial_prob": _auc(mc, b[:, 0]),
+        }
+    return {"k": k, "bands": bands}
 
 
 def real_clusters(work: Path, n_boot: int, generator: Path) -> dict:
@@ -209,23 +250,37 @@ def write_tables(result: dict, out: Path) -> None:
         for label in ("0.5", "operating"):
             thr = syn["variants"]["TT-GPR"][label]["threshold"]
             lines += [f"### Threshold {thr:g} ({'training decision' if label == '0.5' else 'shipped operating point'})",
-                      "", "| variant | " + " | ".join(METRICS) + " | object sens | FP / patch | s |",
-                      "|---|" + "---|" * (len(METRICS) + 3)]
+                      "", "| variant | " + " | ".join(PIXEL_METRICS) + " | object sens | FP / patch | s |",
+                      "|---|" + "---|" * (len(PIXEL_METRICS) + 3)]
             for name, v in syn["variants"].items():
                 r = v[label]
-                cells = [f"{_fmt(r['pooled'][k])} [{_fmt(r['ci'][k][0])}, {_fmt(r['ci'][k][1])}]" for k in METRICS]
+                cells = [f"{_fmt(r['pooled'][k])} [{_fmt(r['ci'][k][0])}, {_fmt(r['ci'][k][1])}]" for k in PIXEL_METRICS]
                 lines.append(f"| {name} | " + " | ".join(cells) +
                              f" | {_fmt(r['object_sensitivity'])} | {_fmt(r['object_fp_per_patch'], 2)} | {v['seconds']} |")
             lines.append("")
+        ev = syn["seed_evidence"]
+        lines += ["### Seed evidence: does the generator tell a seeded MC from a seeded non-MC?", "",
+                  f"Seeds of TT-GPR's first round on the same patches; mean change of the segmentor's logit "
+                  f"at the seed over {ev['k']} projections; a seed is an MC on the exact mask (dilated 1 px). "
+                  "AUC: MC vs not.", "",
+                  "| initial probability | seeds | on an MC | logit change, MC | logit change, not | "
+                  "AUC of the change | AUC of the initial probability |", "|---|---|---|---|---|---|---|"]
+        for name, b in ev["bands"].items():
+            lines.append(f"| {name} | {b['seeds']} | {b['on_mc']} | {_fmt(b['mean_logit_change_mc'], 2)} | "
+                         f"{_fmt(b['mean_logit_change_not'], 2)} | {_fmt(b['auc_logit_change'])} | "
+                         f"{_fmt(b['auc_initial_prob'])} |")
+        lines.append("")
     real = result.get("real")
     if real:
         lines += ["## Real mammograms: mini-MIAS cluster FROC", "",
                   "8 calcification images (10 clusters) + held-out normals; `mcgenref evaluate`.", "",
-                  "| run | sens @ 0.25 FP | @ 0.5 | @ 1 | @ 2 | operating point: found / FP per normal | s / image |",
-                  "|---|---|---|---|---|---|---|"]
+                  "Cluster sensitivity [95 % CI] at 0.125 ... 2 false clusters per normal image.", "",
+                  "| run | @ 0.125 | @ 0.25 | @ 0.5 | @ 1 | @ 2 | operating point: found / FP per normal | s / image |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, r in real.items():
             at = r["sensitivity_at"]
-            lines.append(f"| {name} | " + " | ".join(_fmt(at.get(k)) for k in ("0.25", "0.5", "1", "2")) +
+            lines.append(f"| {name} | " + " | ".join(_fmt(at[k]["sensitivity"], 2) + f" [{_fmt(at[k]['ci'][0], 2)}, "
+                                                     f"{_fmt(at[k]['ci'][1], 2)}]" for k in ("0.125", "0.25", "0.5", "1", "2")) +
                          f" | {r['found']}/{r['n_truth_clusters']} at {_fmt(r['false_clusters_per_normal_image'], 2)}"
                          f" | {r['seconds_per_image']:.2f} |")
         lines.append("")
@@ -242,10 +297,14 @@ def main() -> None:
     ap.add_argument("--generator", type=Path, default=GENERATOR)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/tt_gpr")
     ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--synthetic", type=int, default=100)
+    ap.add_argument("--synthetic", type=int, default=300)
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
+    ap.add_argument("--tables-only", action="store_true", help="rewrite table.md from --out/table.json")
     args = ap.parse_args()
+    if args.tables_only:
+        write_tables(json.loads((args.out / "table.json").read_text()), args.out)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 

@@ -34,7 +34,7 @@ PACKAGE_MODEL = REPO / "src" / "mcgenref" / "weights" / "generator"
 PACKAGE_SEGMENTOR = REPO / "src" / "mcgenref" / "weights" / "segmentor"
 
 
-def train_config(steps: int):
+def train_config(steps: int, hard_decoy_fraction: float = 0.0):
     """The recipe's training config (see docs/generator_model_card.md)."""
     from mcgenref.models.generator import GeneratorConfig
     from mcgenref.synthesis.config import ClusterConfig, SynthesisConfig
@@ -45,6 +45,7 @@ def train_config(steps: int):
         synthesis=SynthesisConfig(patch_size_px=64, cluster=ClusterConfig(n_mcs_range=(5, 30))),
         procedural_spacing_mm=(MIAS_PIXEL_SPACING_MM, MIAS_PIXEL_SPACING_MM),
         procedural_fraction=0.1,
+        hard_decoy_fraction=hard_decoy_fraction,
         steps=steps,
         batch_size=32,
         lr=1e-3,
@@ -65,9 +66,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     forbidden = set(calc_refs()) | set(held_out)
     assert not forbidden & set(train), "training set overlaps calcification or held-out images"
     summary = train_generator(
-        None if args.resume else train_config(args.steps),
+        None if args.resume else train_config(args.steps, args.hard_decoy_fraction),
         None if args.resume else image_paths(train),
-        RUN_DIR, device=args.device, steps=args.steps if not args.resume else None,
+        args.run_dir, device=args.device, steps=args.steps if not args.resume else None,
         resume=args.resume, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
         stop_at_step=args.stop_at_step,
     )
@@ -87,7 +88,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
 
 def cmd_install(args: argparse.Namespace) -> None:
     """Copy the trained generator into the package with its data split and recipe."""
-    src = RUN_DIR / "model"
+    src = args.run_dir / "model"
     if not (src / "model.json").is_file():
         raise SystemExit(f"no trained model in {src}; run `train` first")
     meta = json.loads((src / "model.json").read_text())
@@ -101,7 +102,7 @@ def cmd_install(args: argparse.Namespace) -> None:
         "never_trained_on": calc_refs(),
     }
     meta["recipe"] = "python recipes/default_generator.py train && ... install"
-    meta["training_config"] = json.loads((RUN_DIR / "config.json").read_text())
+    meta["training_config"] = json.loads((args.run_dir / "config.json").read_text())
     if PACKAGE_MODEL.exists():
         shutil.rmtree(PACKAGE_MODEL)
     PACKAGE_MODEL.mkdir(parents=True)
@@ -118,6 +119,8 @@ def main() -> None:
     train.add_argument("--device", default="auto")
     train.add_argument("--resume", action="store_true")
     train.add_argument("--stop-at-step", type=int, default=None)
+    train.add_argument("--hard-decoy-fraction", type=float, default=0.0,
+                       help="share of decoy seeds put on the background's MC-like spots")
     train.set_defaults(func=cmd_train)
     quality = sub.add_parser("quality")
     quality.add_argument("--model", default=None)
@@ -126,6 +129,8 @@ def main() -> None:
     quality.add_argument("--sampler-steps", type=int, default=4)
     quality.set_defaults(func=cmd_quality)
     sub.add_parser("install").set_defaults(func=cmd_install)
+    for p in (train, sub.choices["install"]):
+        p.add_argument("--run-dir", type=Path, default=RUN_DIR)
     args = parser.parse_args()
     args.func(args)
 

@@ -56,6 +56,23 @@ def image_paths(refs: list[str]) -> list[Path]:
     return [folder / f"{ref}.png" for ref in refs]
 
 
+def synthetic_patches(refs: list[str], n: int, seed: int, patch: int = 256,
+                      n_mcs_range: tuple[int, int] | None = None) -> list:
+    """``n`` synthetic samples (:class:`mcgenref.synthesis.sample.Sample`) of ``patch`` px on
+    the normals ``refs`` with base seed ``seed`` (clusters of ``n_mcs_range`` MCs; default:
+    the synthesis default), for evaluation and tuning."""
+    from mcgenref.synthesis.config import ClusterConfig, SynthesisConfig
+    from mcgenref.synthesis.dataset import SyntheticMCDataset
+    from mcgenref.synthesis.patches import NegativePatchSampler
+
+    sampler = NegativePatchSampler(image_paths(refs), patch, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM)
+    config = SynthesisConfig(patch_size_px=patch)
+    if n_mcs_range is not None:
+        config = SynthesisConfig(patch_size_px=patch, cluster=ClusterConfig(n_mcs_range=n_mcs_range))
+    data = SyntheticMCDataset(n, seed, config, sampler)
+    return [data.sample(i) for i in range(n)]
+
+
 def train_config(steps: int):  # noqa: ANN201
     """The recipe's training config (see docs/model_card.md for why each value)."""
     from mcgenref.models.segmentor import SegmentorConfig

@@ -155,3 +155,23 @@ def test_uncertainty_is_high_where_projections_disagree() -> None:
     other = Refiner(FakeSegmentor(), NoisyGenerator(), dataclasses.replace(config, seed=1), "cpu").refine(
         image, np.ones_like(image, bool), logits, SPACING)
     assert not np.array_equal(other.uncertainty, result.uncertainty)
+
+
+def test_overlap_threshold_decides_which_surrogate_pixels_are_mcs() -> None:
+    """With projections equal to the observation (no seeds), a candidate of probability 0.7 is
+    in every projection's mask at overlap_threshold 0.5 (the overlap term raises it) and in
+    none at 0.9 (the overlap term lowers it)."""
+    image = np.full((64, 64), 0.3, dtype=np.float32)
+    image[31:34, 31:34] = LEVEL + np.log(0.7 / 0.3) / GAIN
+    with torch.no_grad():
+        logits = FakeSegmentor()(torch.from_numpy(image)[None, None])[0, 0].numpy()
+    region = np.ones_like(image, bool)
+    only_overlap = dataclasses.replace(BASE, use_seeds=False, fit=False, edge=False, proximity=False)
+    prob = {}
+    for threshold in (0.5, 0.9):
+        config = dataclasses.replace(only_overlap, overlap_threshold=threshold)
+        z = _refiner(config).refine(image, region, logits, SPACING).logits
+        prob[threshold] = 1 / (1 + np.exp(-z[32, 32]))
+    assert prob[0.5] > 0.9 and prob[0.9] < 0.5
+    with pytest.raises(ValueError, match="overlap_threshold"):
+        RefineConfig(overlap_threshold=1.0)

@@ -16,7 +16,12 @@ from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
 from mcgenref.models.generator import GeneratorConfig
 from mcgenref.synthesis.config import SynthesisConfig
 from mcgenref.synthesis.sample import generate_sample
-from mcgenref.training.generator import TrainGeneratorConfig, generator_condition, train_generator
+from mcgenref.training.generator import (
+    TrainGeneratorConfig,
+    _mc_like_spots,
+    generator_condition,
+    train_generator,
+)
 
 TINY = TrainGeneratorConfig(
     model=GeneratorConfig(channels=(8, 16), time_embedding_dim=8, norm_groups=4),
@@ -38,6 +43,8 @@ def test_config_validation() -> None:
         TrainGeneratorConfig(observation_gain=(0.8, 0.2))
     with pytest.raises(ValueError, match="decoy_rate"):
         TrainGeneratorConfig(decoy_rate=-1.0)
+    with pytest.raises(ValueError, match="hard_decoy_fraction"):
+        TrainGeneratorConfig(hard_decoy_fraction=1.5)
     with pytest.raises(ValueError, match="multiple of 4"):
         TrainGeneratorConfig(synthesis=SynthesisConfig(patch_size_px=34))
 
@@ -76,6 +83,28 @@ def test_decoys_are_seeded_where_there_is_no_mc() -> None:
     assert len(decoys) > 5
     for d in decoys:
         assert seed_map[int(round(d.row)), int(round(d.col))] > 0.6
+
+
+def test_hard_decoys_sit_on_background_spots_away_from_the_mcs() -> None:
+    sample = _sample_with_mcs()
+    spacing = (0.1, 0.1)
+    config = dataclasses.replace(TINY, synthesis=SynthesisConfig(patch_size_px=64), decoy_rate=20.0,
+                                 hard_decoy_fraction=1.0)
+    _, _, mc_seeds, decoys = generator_condition(sample, config, np.random.default_rng(1))
+    spots = {tuple(p) for p in _mc_like_spots(sample.background, spacing, mc_seeds).tolist()}
+    hard = [d for d in decoys if (d.row, d.col) in spots]
+    assert len(spots) > 0 and len(hard) == min(len(decoys), len(spots))
+    for d in hard:
+        for m in mc_seeds:
+            assert np.hypot((d.row - m.row) * spacing[0], (d.col - m.col) * spacing[1]) >= 1.0
+    # a DoG maximum: brighter than its ring at ~0.5 mm
+    r, c = (int(v) for v in next(iter(spots)))
+    ring = sample.background[max(r - 5, 0):r + 6, max(c - 5, 0):c + 6]
+    assert sample.background[r, c] > np.median(ring)
+    # fraction 0: the uniform decoys, as drawn before the option existed
+    plain = dataclasses.replace(config, hard_decoy_fraction=0.0)
+    _, _, _, uniform = generator_condition(sample, plain, np.random.default_rng(1))
+    assert len(uniform) == len(decoys) and not any((d.row, d.col) in spots for d in uniform)
 
 
 def _log(run: Path) -> list[dict]:

@@ -62,27 +62,23 @@ def find_calcifications(
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
     mcs: list[dict[str, Any]] = []
     if n:
-        index = np.arange(1, n + 1)
-        centroids = np.asarray(ndimage.center_of_mass(mask, labels, index)).reshape(-1, 2)
-        areas = ndimage.sum_labels(mask, labels, index)
-        means = ndimage.mean(prob, labels, index)
-        peaks = ndimage.maximum(prob, labels, index)
-        objects = ndimage.find_objects(labels)
+        # per component on its bounding box: the cost follows the components, not the image
         pixel_area = float(spacing_mm[0] * spacing_mm[1])
-        for i in range(n):
-            sl = objects[i]
-            local = np.argwhere(labels[sl] == i + 1) + np.array([sl[0].start, sl[1].start])
-            row, col = centroids[i]
+        for i, sl in enumerate(ndimage.find_objects(labels)):
+            own = labels[sl] == i + 1
+            local = np.argwhere(own) + np.array([sl[0].start, sl[1].start])
+            p = prob[sl][own].astype(np.float64)
+            row, col = local.mean(axis=0)
             mcs.append({
                 "id": i + 1,
                 "x": round(float(col), 2),
                 "y": round(float(row), 2),
                 "x_mm": round(float(col * spacing_mm[1]), 3),
                 "y_mm": round(float(row * spacing_mm[0]), 3),
-                "area_mm2": round(float(areas[i]) * pixel_area, 4),
+                "area_mm2": round(float(len(local)) * pixel_area, 4),
                 "max_diameter_mm": round(_max_diameter_mm(local.astype(float), spacing_mm), 3),
-                "mean_prob": round(float(means[i]), 4),
-                "peak_prob": round(float(peaks[i]), 4),
+                "mean_prob": round(float(p.mean()), 4),
+                "peak_prob": round(float(p.max()), 4),
                 "cluster_id": -1,
             })
     clusters = []

@@ -18,7 +18,8 @@ candidates only:
    ``refine_steps`` Adam steps on
 
    - ``fit``: the agreement-weighted binary cross-entropy of ``sigmoid(z)`` against ``m``;
-   - ``overlap``: the mean over projections of ``1 - soft Dice(sigmoid(z), [s_k >= 0.5])``,
+   - ``overlap``: the mean over projections of ``1 - soft Dice(sigmoid(z), [s_k >= tau])``
+     (``tau``: ``overlap_threshold``),
      so the refined mask overlaps every projection's *mask* consistently: it grows where the
      projections draw an MC and shrinks where none does (smoothed by one pixel, so an empty
      window agreeing with empty projections costs nothing). Against the soft ``s_k`` the
@@ -93,6 +94,14 @@ class RefineConfig:
         context_correction: surrogates relative to the segmentor on the unprojected window.
         fit, overlap, edge, proximity: switch each term of the objective on or off.
         fit_weight, overlap_weight, edge_weight, proximity_weight: their weights.
+        overlap_threshold: a surrogate pixel counts as MC in a projection's mask (the
+            ``overlap`` term's target) where ``s_k >= overlap_threshold``. The default is the
+            shipped segmentor's operating point: set it to your model's decision threshold.
+
+    The defaults of the weights, ``overlap_threshold``, ``seeds.min_prob``, ``t_start`` and
+    ``guidance`` were tuned with ``recipes/tune_tt_gpr.py`` (Optuna, development data:
+    synthetic patches on the training women's normals) for recall gained without Dice lost,
+    and rounded (docs/tt_gpr.md).
         edge_sigma: intensity difference (normalised units) at which the edge term's weight
             falls to exp(-1/2).
         proximity_scale: logit difference that costs ``proximity_weight``.
@@ -106,10 +115,10 @@ class RefineConfig:
     margin_px: int = 8
     max_windows: int | None = 512
     batch_windows: int = 16
-    seeds: SeedConfig = field(default_factory=lambda: SeedConfig(min_prob=0.3))
+    seeds: SeedConfig = field(default_factory=lambda: SeedConfig(min_prob=0.83))
     k: int = 4
     rounds: int = 2
-    t_start: float = 0.3
+    t_start: float = 0.12
     sampler_steps: int = 3
     guidance: float = 1.0
     use_seeds: bool = True
@@ -118,12 +127,13 @@ class RefineConfig:
     overlap: bool = True
     edge: bool = True
     proximity: bool = True
-    fit_weight: float = 1.0
-    overlap_weight: float = 0.5
-    edge_weight: float = 0.05
-    proximity_weight: float = 0.05
+    fit_weight: float = 1.7
+    overlap_weight: float = 1.2
+    edge_weight: float = 0.2
+    proximity_weight: float = 0.13
     edge_sigma: float = 0.05
     proximity_scale: float = 4.0
+    overlap_threshold: float = 0.98
     refine_steps: int = 20
     lr: float = 0.3
     logit_clip: float = 12.0
@@ -150,6 +160,8 @@ class RefineConfig:
             raise ValueError("edge_sigma, proximity_scale, lr and logit_clip must be > 0")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
+        if not 0.0 < self.overlap_threshold < 1.0:
+            raise ValueError(f"overlap_threshold must be in (0, 1), got {self.overlap_threshold}")
 
 
 @dataclass(frozen=True)
@@ -292,7 +304,7 @@ class Refiner:
             bce = F.binary_cross_entropy_with_logits(z, m, reduction="none")
             loss = loss + c.fit_weight * (agree * bce).mean(dim=(1, 2, 3))
         if c.overlap:
-            loss = loss + c.overlap_weight * _soft_dice_loss(p, (s >= 0.5).to(p.dtype))
+            loss = loss + c.overlap_weight * _soft_dice_loss(p, (s >= c.overlap_threshold).to(p.dtype))
         if c.edge:
             loss = loss + c.edge_weight * _edge_loss(p, y, c.edge_sigma)
         if c.proximity:

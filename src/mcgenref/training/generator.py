@@ -14,7 +14,11 @@ model (the data, ``t = 1``), and its MC-free ``background``. The condition is
   are exactly the ones the segmentor half-saw;
 - the **seed map** (:func:`mcgenref.flow.seeds.render_seed_map`, every seed drawn with
   strength 1) of all the sample's MCs **plus decoys**: ``Poisson(decoy_rate)`` seeds at
-  random places with no MC under them, whose target is the unchanged background.
+  random places with no MC under them, whose target is the unchanged background; with
+  ``hard_decoy_fraction`` > 0, that fraction of them (on average) sit instead on the
+  background's own MC-like spots (local maxima of a difference-of-Gaussians response, away
+  from the MCs): the segmentor's typical false candidates, which TT-GPR seeds at test time
+  and which the generator must then leave as they are.
 
 The flow's data is the **residual** ``r_1 = residual_scale * (x_1 - y)``: what must be added
 to the observation, zero outside the MCs. So the velocity field transports noise to "what the
@@ -47,6 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mcgenref.evaluation.realism import find_spot_candidates
 from mcgenref.flow.rectified import TimeDistribution, rectified_flow_loss
 from mcgenref.flow.seeds import Seed, SeedConfig, render_seed_map, seeds_from_records
 from mcgenref.models.generator import GeneratorConfig, build_generator, drop_condition
@@ -74,6 +79,8 @@ class TrainGeneratorConfig(LoopConfig):
             >= 1.5 in the observation, still distinguishable from a decoy on average.
         decoy_rate: mean number of decoy seeds (no MC under them) per patch (Poisson).
         decoy_size_mm: range of the decoys' sizes (uniform), that of the synthesised MCs.
+        hard_decoy_fraction: probability that a decoy is moved to one of the background's
+            MC-like spots (module docstring); 0 = all decoys at uniform random places.
         time_distribution: how training times are drawn (:func:`~mcgenref.flow.rectified.sample_time`).
         residual_scale: the flow's data is ``residual_scale * (x_1 - observation)``; 10 puts
             the missing MC contrast (~0.02-0.05) at ~0.2-0.5, against unit noise.
@@ -89,6 +96,7 @@ class TrainGeneratorConfig(LoopConfig):
     observation_gain: tuple[float, float] = (0.3, 1.0)
     decoy_rate: float = 3.0
     decoy_size_mm: tuple[float, float] = (0.15, 0.6)
+    hard_decoy_fraction: float = 0.0
     time_distribution: TimeDistribution = "logit_normal"
     seed_loss_weight: float = 100.0
     residual_scale: float = 10.0
@@ -103,6 +111,8 @@ class TrainGeneratorConfig(LoopConfig):
             raise ValueError(f"observation_gain must satisfy 0 <= low <= high <= 1, got {self.observation_gain}")
         if not 0.0 <= self.decoy_rate <= 100.0:
             raise ValueError(f"decoy_rate must be in [0, 100], got {self.decoy_rate}")
+        if not 0.0 <= self.hard_decoy_fraction <= 1.0:
+            raise ValueError(f"hard_decoy_fraction must be in [0, 1], got {self.hard_decoy_fraction}")
         low, high = self.decoy_size_mm
         if not 0.0 < low <= high:
             raise ValueError(f"decoy_size_mm must satisfy 0 < low <= high, got {self.decoy_size_mm}")
@@ -114,13 +124,27 @@ class TrainGeneratorConfig(LoopConfig):
             raise ValueError(f"time_distribution must be uniform or logit_normal, got {self.time_distribution!r}")
 
 
+def _mc_like_spots(background: np.ndarray, spacing: tuple[float, float], mc_seeds: list[Seed],
+                   max_spots: int = 16, min_distance_mm: float = 1.0) -> np.ndarray:
+    """``[n, 2]`` the background's strongest MC-like spots (DoG maxima, with a positive
+    response), at least ``min_distance_mm`` from every MC."""
+    spots = find_spot_candidates(background, spacing, np.ones(background.shape, dtype=bool),
+                                 threshold=1e-6, max_candidates=max_spots + len(mc_seeds))
+    if mc_seeds and len(spots):
+        mcs = np.array([[s.row, s.col] for s in mc_seeds]) * np.asarray(spacing)
+        d = np.linalg.norm(spots[:, None, :] * np.asarray(spacing) - mcs[None], axis=2).min(axis=1)
+        spots = spots[d >= min_distance_mm]
+    return spots[:max_spots].astype(float)
+
+
 def generator_condition(
     sample: Sample, config: TrainGeneratorConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, list[Seed], list[Seed]]:
     """The training condition of one sample: ``(observation, seed_map, mc_seeds, decoys)``.
 
-    Draws, from ``rng`` and in this order, the observation gain, the number of decoys and
-    their (row, col, size). See the module docstring.
+    Draws, from ``rng`` and in this order, the observation gain, the number of decoys, their
+    (row, col, size) and, with ``hard_decoy_fraction`` > 0, which of them move to MC-like
+    spots of the background and to which. See the module docstring.
     """
     if sample.background is None:
         raise ValueError("the sample has no background (made by an old synthesis version?)")
@@ -135,6 +159,13 @@ def generator_condition(
     n = int(rng.poisson(config.decoy_rate))
     rows, cols = rng.uniform(0, h - 1, n), rng.uniform(0, w - 1, n)
     sizes = rng.uniform(*config.decoy_size_mm, n)
+    if config.hard_decoy_fraction > 0 and n:
+        hard = np.flatnonzero(rng.random(n) < config.hard_decoy_fraction)
+        spots = _mc_like_spots(background, spacing, mc_seeds)
+        if len(hard) and len(spots):
+            pick = rng.choice(len(spots), size=min(len(hard), len(spots)), replace=False)
+            for i, j in zip(hard, pick, strict=False):
+                rows[i], cols[i] = spots[j]
     decoys = [Seed(float(r), float(c), float(s), 1.0) for r, c, s in zip(rows, cols, sizes, strict=True)]
     seed_map = render_seed_map(mc_seeds + decoys, (h, w), spacing, config.seeds)
     return observation, seed_map, mc_seeds, decoys
