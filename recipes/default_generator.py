@@ -7,7 +7,9 @@
 Data: the same split as the shipped segmentor (recipes/default_segmentor.py): only the
 training women's mini-MIAS normals serve as backgrounds; held-out normals and the
 calcification images are never seen. 64-pixel patches (12.8 mm at 0.2 mm, the TT-GPR window),
-clusters of 5-30 MCs as for the segmentor, 10 % procedural backgrounds.
+clusters of 5-30 MCs as for the segmentor, 10 % procedural backgrounds; Poisson(15) decoy
+seeds per patch, half of them on the background's MC-like spots (the library's defaults; the
+first shipped generator had 3 uniform decoys: ``--decoy-rate 3 --hard-decoy-fraction 0``).
 
 Sized for a CPU: the (16, 32, 64) network trains at ~3 steps/s of 32 patches on 2 cores, so
 the default 2500 steps take ~15-25 minutes (docs/generator_model_card.md has the measured run).
@@ -34,7 +36,7 @@ PACKAGE_MODEL = REPO / "src" / "mcgenref" / "weights" / "generator"
 PACKAGE_SEGMENTOR = REPO / "src" / "mcgenref" / "weights" / "segmentor"
 
 
-def train_config(steps: int, hard_decoy_fraction: float = 0.0):
+def train_config(steps: int, hard_decoy_fraction: float = 0.5, decoy_rate: float = 15.0):
     """The recipe's training config (see docs/generator_model_card.md)."""
     from mcgenref.models.generator import GeneratorConfig
     from mcgenref.synthesis.config import ClusterConfig, SynthesisConfig
@@ -46,6 +48,7 @@ def train_config(steps: int, hard_decoy_fraction: float = 0.0):
         procedural_spacing_mm=(MIAS_PIXEL_SPACING_MM, MIAS_PIXEL_SPACING_MM),
         procedural_fraction=0.1,
         hard_decoy_fraction=hard_decoy_fraction,
+        decoy_rate=decoy_rate,
         steps=steps,
         batch_size=32,
         lr=1e-3,
@@ -66,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     forbidden = set(calc_refs()) | set(held_out)
     assert not forbidden & set(train), "training set overlaps calcification or held-out images"
     summary = train_generator(
-        None if args.resume else train_config(args.steps, args.hard_decoy_fraction),
+        None if args.resume else train_config(args.steps, args.hard_decoy_fraction, args.decoy_rate),
         None if args.resume else image_paths(train),
         args.run_dir, device=args.device, steps=args.steps if not args.resume else None,
         resume=args.resume, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
@@ -119,8 +122,9 @@ def main() -> None:
     train.add_argument("--device", default="auto")
     train.add_argument("--resume", action="store_true")
     train.add_argument("--stop-at-step", type=int, default=None)
-    train.add_argument("--hard-decoy-fraction", type=float, default=0.0,
+    train.add_argument("--hard-decoy-fraction", type=float, default=0.5,
                        help="share of decoy seeds put on the background's MC-like spots")
+    train.add_argument("--decoy-rate", type=float, default=15.0, help="mean decoy seeds per patch")
     train.set_defaults(func=cmd_train)
     quality = sub.add_parser("quality")
     quality.add_argument("--model", default=None)

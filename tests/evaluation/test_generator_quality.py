@@ -24,7 +24,9 @@ def test_untrained_generator_is_reported_as_noisy(tmp_path: Path) -> None:
     scfg = SegmentorConfig(channels=(4, 8, 16))
     save_model(tmp_path / "g", build_generator(gcfg), gcfg)
     save_model(tmp_path / "s", build_segmentor(scfg), scfg)
-    config = TrainGeneratorConfig(model=gcfg, synthesis=SynthesisConfig(patch_size_px=32))
+    # few decoys, so that enough of the 32-pixel patches lies 1 mm away from every seed
+    config = TrainGeneratorConfig(model=gcfg, synthesis=SynthesisConfig(patch_size_px=32),
+                                  decoy_rate=3.0, hard_decoy_fraction=0.0)
     result = generator_quality(tmp_path / "g", tmp_path / "s", None, config=config, n_samples=3,
                                t_start=0.5, steps=2)
     assert result["n_patches"] == 3

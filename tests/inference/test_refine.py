@@ -78,14 +78,17 @@ def test_plan_windows_one_per_separate_candidate_and_respects_the_cap() -> None:
     prob = np.zeros((200, 200), dtype=np.float32)
     prob[30, 30], prob[34, 36], prob[150, 160] = 0.9, 0.5, 0.7  # two close, one far
     region = np.ones_like(prob, dtype=bool)
-    corners, dropped = plan_windows(prob, region, SPACING, RefineConfig())
+    config = dataclasses.replace(RefineConfig(), seeds=BASE.seeds)  # min_prob 0.2
+    corners, dropped = plan_windows(prob, region, SPACING, config)
     assert len(corners) == 2 and dropped == 0
     r0, c0 = corners[0]  # the strongest first, centred on it
     assert (r0, c0) == (30 - 32 if 30 - 32 >= 0 else 0, 0)
-    corners, dropped = plan_windows(prob, region, SPACING, RefineConfig(max_windows=1))
+    corners, dropped = plan_windows(prob, region, SPACING, dataclasses.replace(config, max_windows=1))
     assert len(corners) == 1 and dropped == 1
     # outside the region nothing is planned
-    assert plan_windows(prob, np.zeros_like(region), SPACING, RefineConfig()) == ([], 0)
+    assert plan_windows(prob, np.zeros_like(region), SPACING, config) == ([], 0)
+    # the default seeds threshold (0.83) leaves the two weak candidates out
+    assert len(plan_windows(prob, region, SPACING, RefineConfig())[0]) == 1
 
 
 def test_no_candidate_leaves_the_logits_untouched() -> None:

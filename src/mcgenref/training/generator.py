@@ -77,10 +77,15 @@ class TrainGeneratorConfig(LoopConfig):
             (uniform). Its low end is the faintest MC the generator is taught to restore:
             with the synthesis' visibility threshold of CNR 5, 0.3 keeps a seeded MC at CNR
             >= 1.5 in the observation, still distinguishable from a decoy on average.
-        decoy_rate: mean number of decoy seeds (no MC under them) per patch (Poisson).
+        decoy_rate: mean number of decoy seeds (no MC under them) per patch (Poisson). 15,
+            about the mean number of MCs of a patch, so that a seed is an MC about half of the
+            time: with 3 (about 1 seed in 10 a decoy) the generator learnt that a seed is an
+            MC and raised the segmentor's logit at MC and non-MC seeds alike
+            (docs/generator_model_card.md).
         decoy_size_mm: range of the decoys' sizes (uniform), that of the synthesised MCs.
         hard_decoy_fraction: probability that a decoy is moved to one of the background's
-            MC-like spots (module docstring); 0 = all decoys at uniform random places.
+            MC-like spots (module docstring), the segmentor's typical false candidates;
+            0 = all decoys at uniform random places.
         time_distribution: how training times are drawn (:func:`~mcgenref.flow.rectified.sample_time`).
         residual_scale: the flow's data is ``residual_scale * (x_1 - observation)``; 10 puts
             the missing MC contrast (~0.02-0.05) at ~0.2-0.5, against unit noise.
@@ -94,9 +99,9 @@ class TrainGeneratorConfig(LoopConfig):
     model: GeneratorConfig = field(default_factory=GeneratorConfig)
     seeds: SeedConfig = field(default_factory=SeedConfig)
     observation_gain: tuple[float, float] = (0.3, 1.0)
-    decoy_rate: float = 3.0
+    decoy_rate: float = 15.0
     decoy_size_mm: tuple[float, float] = (0.15, 0.6)
-    hard_decoy_fraction: float = 0.0
+    hard_decoy_fraction: float = 0.5
     time_distribution: TimeDistribution = "logit_normal"
     seed_loss_weight: float = 100.0
     residual_scale: float = 10.0
@@ -227,6 +232,7 @@ class GeneratorTask(Task):
                 "observation_gain": list(c.observation_gain),
                 "decoy_rate": c.decoy_rate,
                 "decoy_size_mm": list(c.decoy_size_mm),
+                "hard_decoy_fraction": c.hard_decoy_fraction,
                 "seed_strength": 1.0,
                 "seed_loss_weight": c.seed_loss_weight,
             },
