@@ -115,10 +115,10 @@ class RefineConfig:
     margin_px: int = 8
     max_windows: int | None = 512
     batch_windows: int = 16
-    seeds: SeedConfig = field(default_factory=lambda: SeedConfig(min_prob=0.83))
+    seeds: SeedConfig = field(default_factory=lambda: SeedConfig(min_prob=0.84))
     k: int = 4
     rounds: int = 2
-    t_start: float = 0.12
+    t_start: float = 0.23
     sampler_steps: int = 3
     guidance: float = 1.0
     use_seeds: bool = True
@@ -130,7 +130,7 @@ class RefineConfig:
     fit_weight: float = 1.7
     overlap_weight: float = 1.2
     edge_weight: float = 0.2
-    proximity_weight: float = 0.13
+    proximity_weight: float = 0.16
     edge_sigma: float = 0.05
     proximity_scale: float = 4.0
     overlap_threshold: float = 0.98
