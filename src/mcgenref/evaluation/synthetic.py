@@ -20,7 +20,7 @@ from scipy import ndimage
 from mcgenref.evaluation.metrics import bootstrap_ci, match_points, pixel_counts, pixel_metrics
 from mcgenref.synthesis.sample import Sample
 
-__all__ = ["SyntheticScores", "score_synthetic", "visible_points"]
+__all__ = ["PIXEL_METRICS", "SyntheticScores", "score_synthetic", "visible_points"]
 
 #: the pixel metrics a summary reports with confidence intervals
 PIXEL_METRICS = ("dice", "recall", "fnr", "precision", "balanced_accuracy", "g_mean")
