@@ -69,9 +69,7 @@ def _operating_threshold(model: Path, method: str) -> float:
 
 
 def synthetic_pixels(model: Path, n: int, n_boot: int) -> dict:
-    import torch
-
-    from mcgenref.evaluation.synthetic import score_synthetic
+    from mcgenref.evaluation.synthetic import refined_probabilities, score_synthetic, segmentor_logits
     from mcgenref.inference.classical import ClassicalConfig, classical_score
     from mcgenref.models.checkpoint import load_model
 
@@ -80,12 +78,10 @@ def synthetic_pixels(model: Path, n: int, n_boot: int) -> dict:
     patch = 256
     samples = recipe.synthetic_patches(held_out, n, SYNTHETIC_SEED, patch)
     thresholds = {m: _operating_threshold(model, m) for m in ("model", "classical")}
-    probs: dict[str, list[np.ndarray]] = {m: [] for m in thresholds}
-    for s in samples:
-        with torch.inference_mode():
-            logits = net(torch.from_numpy(s.image)[None, None])[0, 0].numpy()
-        probs["model"].append(1 / (1 + np.exp(-logits)))
-        probs["classical"].append(classical_score(s.image, tuple(s.record["spacing_mm"]), ClassicalConfig()))
+    probs = {
+        "model": refined_probabilities(samples, segmentor_logits(net, samples)),
+        "classical": [classical_score(s.image, tuple(s.record["spacing_mm"]), ClassicalConfig()) for s in samples],
+    }
     out = {m: score_synthetic(probs[m], samples, thresholds[m]).summary(
         n_boot, metrics=("dice", "recall", "precision")) for m in thresholds}
     out["n_patches"] = n

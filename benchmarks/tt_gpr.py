@@ -75,9 +75,8 @@ def variants() -> dict:
 
 
 def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
-    import torch
 
-    from mcgenref.evaluation.synthetic import score_synthetic
+    from mcgenref.evaluation.synthetic import refined_probabilities, score_synthetic, segmentor_logits
     from mcgenref.inference.refine import Refiner
     from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
 
@@ -87,19 +86,11 @@ def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
     operating = float(seg_meta["operating_point"]["threshold"])
     patch = 256
     samples = recipe.synthetic_patches(held_out, n, TEST_SEED, patch, n_mcs_range=(10, 40))
-    with torch.inference_mode():
-        logits0 = [seg(torch.from_numpy(s.image)[None, None])[0, 0].numpy() for s in samples]
+    logits0 = segmentor_logits(seg, samples)
     results = {}
     for name, config in variants().items():
         t0 = time.perf_counter()
-        probs = []
-        refiner = None if config is None else Refiner(seg, gen, config, "cpu")
-        for s, z0 in zip(samples, logits0, strict=True):
-            z = z0
-            if refiner is not None:
-                spacing = tuple(float(v) for v in s.record["spacing_mm"])
-                z = refiner.refine(s.image, np.ones(s.image.shape, bool), z0, spacing).logits
-            probs.append(1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))))
+        probs = refined_probabilities(samples, logits0, None if config is None else Refiner(seg, gen, config, "cpu"))
         seconds = time.perf_counter() - t0
         per_threshold = {label: score_synthetic(probs, samples, threshold).summary(n_boot, metrics=PIXEL_METRICS)
                          for label, threshold in (("0.5", 0.5), ("operating", operating))}
@@ -112,7 +103,7 @@ def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
               flush=True)
     n_mcs = results["TT-GPR"]["0.5"]["n_truth_mcs"]
     return {"n_patches": n, "n_visible_mcs": n_mcs, "operating_threshold": operating,
-            "seed_evidence": seed_evidence(samples, seg, gen, operating),
+            "seed_evidence": seed_evidence(samples, logits0, seg, gen, operating),
             "patch": f"{patch} px at {MIAS_PIXEL_SPACING_MM} mm, held-out normals, seed {TEST_SEED}, "
                      "clusters of 10-40 MCs", "variants": results}
 
@@ -129,10 +120,11 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def seed_evidence(samples: list, seg, gen, operating: float, k: int = 4) -> dict:
+def seed_evidence(samples: list, logits0: list, seg, gen, operating: float, k: int = 4) -> dict:
     """Does the generator tell a seeded MC from a seeded non-MC?
 
-    Seeds from the segmentor's probability (TT-GPR's rule, first round), ``k`` projections of
+    Seeds from the segmentor's probability (``logits0``: its logits on each sample; TT-GPR's
+    rule, first round), ``k`` projections of
     each whole patch, and at each seed the mean change of the segmentor's logit that the
     projections cause (what TT-GPR's surrogates add). A seed is an MC when it lies on the
     exact mask dilated by one pixel. Per band of the initial probability: counts and the
@@ -148,10 +140,8 @@ def seed_evidence(samples: list, seg, gen, operating: float, k: int = 4) -> dict
 
     config = RefineConfig()
     rows = []
-    for i, s in enumerate(samples):
+    for i, (s, z0) in enumerate(zip(samples, logits0, strict=True)):
         x = torch.from_numpy(s.image)[None, None]
-        with torch.inference_mode():
-            z0 = seg(x)[0, 0].numpy()
         p0 = 1.0 / (1.0 + np.exp(-np.clip(z0, -60, 60)))
         spacing = tuple(float(v) for v in s.record["spacing_mm"])
         seeds = [dc.replace(q, strength=1.0) for q in seeds_from_probability(p0, spacing, config.seeds)]

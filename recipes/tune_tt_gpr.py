@@ -29,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -45,10 +44,8 @@ GENERATOR = REPO / "src/mcgenref/weights/generator"
 
 def main() -> None:
     import optuna
-    import torch
 
-    from mcgenref.evaluation.synthetic import score_synthetic
-    from mcgenref.flow.seeds import SeedConfig
+    from mcgenref.evaluation.synthetic import refined_probabilities, score_synthetic, segmentor_logits
     from mcgenref.inference.refine import RefineConfig, Refiner
     from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
 
@@ -63,20 +60,11 @@ def main() -> None:
     seg, seg_meta = load_model(SEGMENTOR, "cpu")
     gen, gen_meta = load_model(args.generator, "cpu", kind=GENERATOR_KIND)
     threshold = float(seg_meta["operating_point"]["threshold"])
-    with torch.inference_mode():
-        logits0 = [seg(torch.from_numpy(s.image)[None, None])[0, 0].numpy() for s in samples]
-
-    def sigmoid(z: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
-
-    base = score_synthetic([sigmoid(z) for z in logits0], samples, threshold).pooled()
+    logits0 = segmentor_logits(seg, samples)
+    base = score_synthetic(refined_probabilities(samples, logits0), samples, threshold).pooled()
 
     def evaluate(config: RefineConfig) -> dict:
-        refiner = Refiner(seg, gen, config, "cpu")
-        probs = []
-        for s, z0 in zip(samples, logits0, strict=True):
-            spacing = tuple(float(v) for v in s.record["spacing_mm"])
-            probs.append(sigmoid(refiner.refine(s.image, np.ones(s.image.shape, bool), z0, spacing).logits))
+        probs = refined_probabilities(samples, logits0, Refiner(seg, gen, config, "cpu"))
         scores = score_synthetic(probs, samples, threshold)
         pooled = scores.pooled()
         d_recall, d_dice = pooled["recall"] - base["recall"], pooled["dice"] - base["dice"]
@@ -85,14 +73,15 @@ def main() -> None:
                 "object_sensitivity": scores.object_sensitivity}
 
     def objective(trial: optuna.Trial) -> float:
+        default = RefineConfig()
         config = dataclasses.replace(
-            RefineConfig(),
+            default,
             overlap_threshold=trial.suggest_float("overlap_threshold", 0.5, 0.995),
             overlap_weight=trial.suggest_float("overlap_weight", 0.0, 2.0),
             fit_weight=trial.suggest_float("fit_weight", 0.0, 2.0),
             edge_weight=trial.suggest_float("edge_weight", 0.0, 0.2),
             proximity_weight=trial.suggest_float("proximity_weight", 0.005, 1.0, log=True),
-            seeds=SeedConfig(min_prob=trial.suggest_float("seed_min_prob", 0.1, 0.9)),
+            seeds=dataclasses.replace(default.seeds, min_prob=trial.suggest_float("seed_min_prob", 0.1, 0.9)),
             t_start=trial.suggest_float("t_start", 0.0, 0.6),
             guidance=trial.suggest_float("guidance", 1.0, 3.0),
         )

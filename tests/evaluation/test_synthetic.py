@@ -2,8 +2,14 @@
 
 import numpy as np
 import pytest
+import torch
 
-from mcgenref.evaluation.synthetic import score_synthetic, visible_points
+from mcgenref.evaluation.synthetic import (
+    refined_probabilities,
+    score_synthetic,
+    segmentor_logits,
+    visible_points,
+)
 from mcgenref.synthesis.sample import Sample
 
 
@@ -63,3 +69,33 @@ def test_mismatched_inputs_are_refused():
         score_synthetic([], [a], 0.5)
     with pytest.raises(ValueError, match="mask"):
         score_synthetic([np.zeros((8, 8))], [a], 0.5)
+
+
+class _Scale(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 10.0 * (x - 0.5)
+
+
+class _ShiftRefiner:
+    """Adds 3 to every logit and records what it was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def refine(self, image, region, logits, spacing):  # noqa: ANN001, ANN201
+        self.calls.append((region.all(), spacing))
+        return type("R", (), {"logits": logits + 3.0})()
+
+
+def test_segmentor_logits_and_refined_probabilities():
+    a = _sample([(5, 5, True)])
+    a.image[:] = 0.5
+    a.image[5, 5] = 0.8
+    logits = segmentor_logits(_Scale(), [a])
+    assert logits[0].shape == (32, 32) and logits[0][5, 5] == pytest.approx(3.0)
+    plain = refined_probabilities([a], logits)
+    assert plain[0][0, 0] == pytest.approx(0.5) and plain[0][5, 5] == pytest.approx(1 / (1 + np.exp(-3)))
+    refiner = _ShiftRefiner()
+    refined = refined_probabilities([a], logits, refiner)
+    assert refined[0][0, 0] == pytest.approx(1 / (1 + np.exp(-3)))
+    assert refiner.calls == [(True, (0.1, 0.1))]  # the whole patch, at the sample's spacing

@@ -1,7 +1,8 @@
 """Scores of probability maps on synthetic samples, whose masks are exact by construction.
 
 Used by the benchmarks (``benchmarks/quality.py``, ``benchmarks/tt_gpr.py``) and the TT-GPR
-tuning recipe. Per patch, at one threshold: pixel counts of ``prob >= threshold`` against the
+tuning recipe, with :func:`segmentor_logits` and :func:`refined_probabilities` to get the maps
+(each patch is one segmentor window; TT-GPR's region is the whole patch). Per patch, at one threshold: pixel counts of ``prob >= threshold`` against the
 exact mask (:func:`mcgenref.evaluation.metrics.pixel_counts`), and objects: the centroids of
 the 8-connected components of the prediction matched one-to-one to the *visible* MCs of the
 sample's record within ``tolerance_mm`` (:func:`mcgenref.evaluation.metrics.match_points`).
@@ -12,15 +13,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import ndimage
+import torch
+from torch import nn
 
-from mcgenref.evaluation.metrics import bootstrap_ci, match_points, pixel_counts, pixel_metrics
+from mcgenref.evaluation.metrics import (
+    bootstrap_ci,
+    components,
+    match_points,
+    pixel_counts,
+    pixel_metrics,
+)
 from mcgenref.synthesis.sample import Sample
 
-__all__ = ["PIXEL_METRICS", "SyntheticScores", "score_synthetic", "visible_points"]
+if TYPE_CHECKING:
+    from mcgenref.inference.refine import Refiner
+
+__all__ = ["PIXEL_METRICS", "SyntheticScores", "refined_probabilities", "score_synthetic",
+           "segmentor_logits", "visible_points"]
 
 #: the pixel metrics a summary reports with confidence intervals
 PIXEL_METRICS = ("dice", "recall", "fnr", "precision", "balanced_accuracy", "g_mean")
@@ -76,6 +88,25 @@ class SyntheticScores:
                 "n_truth_mcs": int(self.objects[:, 2].sum())}
 
 
+def segmentor_logits(segmentor: nn.Module, samples: Sequence[Sample]) -> list[np.ndarray]:
+    """The segmentor's logits (float32 ``[H, W]``) on each sample's image, one patch a pass."""
+    with torch.inference_mode():
+        return [segmentor(torch.from_numpy(s.image)[None, None])[0, 0].float().numpy() for s in samples]
+
+
+def refined_probabilities(samples: Sequence[Sample], logits: Sequence[np.ndarray],
+                          refiner: Refiner | None = None) -> list[np.ndarray]:
+    """``sigmoid`` of ``logits``, first refined by ``refiner`` (TT-GPR over the whole patch at
+    the sample's spacing) when one is given."""
+    probs = []
+    for sample, z in zip(samples, logits, strict=True):
+        if refiner is not None:
+            spacing = (float(sample.record["spacing_mm"][0]), float(sample.record["spacing_mm"][1]))
+            z = refiner.refine(sample.image, np.ones(sample.image.shape, bool), z, spacing).logits
+        probs.append(1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0))))
+    return probs
+
+
 def score_synthetic(prob_maps: Sequence[np.ndarray], samples: Sequence[Sample], threshold: float,
                     tolerance_mm: float = 1.0) -> SyntheticScores:
     """Score ``prob_maps`` (one per sample, on the sample's grid) at ``threshold``."""
@@ -87,10 +118,9 @@ def score_synthetic(prob_maps: Sequence[np.ndarray], samples: Sequence[Sample], 
             raise ValueError(f"probability map {prob.shape} vs mask {sample.mask.shape}")
         pred = prob >= threshold
         counts.append(pixel_counts(pred, sample.mask.astype(bool)))
-        labels, k = ndimage.label(pred, np.ones((3, 3), dtype=bool))
-        centroids = np.array(ndimage.center_of_mass(pred, labels, range(1, k + 1))).reshape(-1, 2)
+        spacing = (float(sample.record["spacing_mm"][0]), float(sample.record["spacing_mm"][1]))
+        centroids = np.array([[o.row, o.col] for o in components(pred, spacing)]).reshape(-1, 2)
         truth = visible_points(sample.record)
-        spacing = tuple(float(v) for v in sample.record["spacing_mm"])
         match = match_points(centroids, truth, spacing, tolerance_mm)
         objects.append((match.tp, match.fp, len(truth)))
     return SyntheticScores(threshold=float(threshold),
