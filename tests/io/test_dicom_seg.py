@@ -18,7 +18,7 @@ from mcgenref.errors import InputError
 from mcgenref.io.dicom_seg import seg_bytes
 from mcgenref.io.dicom_write import mammogram_dataset
 
-from .test_segment import _with_specks, tiny_model  # noqa: F401 (fixture)
+from ..inference.test_segment import _with_specks, tiny_model  # noqa: F401 (fixture)
 
 runner = CliRunner()
 
