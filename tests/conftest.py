@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -72,20 +71,19 @@ def phantom_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun_cpu(script: Path, args: Sequence[str], nproc: int = 2,
                  timeout: float = 120) -> subprocess.CompletedProcess:
     """``script ARGS...`` under ``torch.distributed.run`` with ``nproc`` CPU ranks (one
-    thread each); stdout and stderr captured as text."""
+    thread each); stdout and stderr captured as text.
+
+    ``--standalone``: torchrun binds its own rendezvous store on a free port and keeps it
+    bound. Picking a free port here and handing it over (as this helper once did) leaves a
+    window, while torchrun starts, in which any other process on the machine (a parallel test
+    run, gloo's own sockets) may take that port; torchrun then fails with EADDRINUSE.
+    """
     return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-         str(script), *args],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         "--nproc_per_node", str(nproc), str(script), *args],
         capture_output=True, text=True, timeout=timeout, check=False,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
