@@ -1,6 +1,7 @@
 """Generator sample quality on tiny synthetic patches, with an untrained generator whose
 projections are known: zero velocity leaves the SDEdit start of the residual, so a projection
-is the observation plus (1 - t_start) * noise / residual_scale."""
+is the observation plus (1 - t_start) * noise / residual_scale. The segmentors that judge it
+are constant (MC everywhere / nowhere), so every detection-based measure is known too."""
 
 from __future__ import annotations
 
@@ -14,23 +15,43 @@ from mcgenref.evaluation.generator_quality import generator_quality
 from mcgenref.models.checkpoint import save_model
 from mcgenref.models.generator import GeneratorConfig, build_generator
 from mcgenref.models.segmentor import SegmentorConfig, build_segmentor
-from mcgenref.synthesis.config import SynthesisConfig
+from mcgenref.synthesis.config import MaskConfig, SynthesisConfig
 from mcgenref.training.generator import TrainGeneratorConfig
 
 
 def test_untrained_generator_is_reported_as_noisy(tmp_path: Path) -> None:
     torch.manual_seed(0)
     gcfg = GeneratorConfig(channels=(8, 16), time_embedding_dim=8, norm_groups=4)
-    scfg = SegmentorConfig(channels=(4, 8, 16))
     save_model(tmp_path / "g", build_generator(gcfg), gcfg)
-    save_model(tmp_path / "s", build_segmentor(scfg), scfg)
+    for name, logit in (("everywhere", 12.0), ("nowhere", -12.0)):
+        _constant_segmentor(tmp_path / name, logit)
     # few decoys, so that enough of the 32-pixel patches lies 1 mm away from every seed
-    config = TrainGeneratorConfig(model=gcfg, synthesis=SynthesisConfig(patch_size_px=32),
+    # min_cnr 0: every MC is visible (at the default 5 none of these three patches has one),
+    # so the seed recalls are measured, not None
+    synthesis = SynthesisConfig(patch_size_px=32, mask=MaskConfig(min_cnr=0.0))
+    config = TrainGeneratorConfig(model=gcfg, synthesis=synthesis,
                                   decoy_rate=3.0, hard_decoy_fraction=0.0)
-    result = generator_quality(tmp_path / "g", tmp_path / "s", None, config=config, n_samples=3,
-                               t_start=0.5, steps=2)
-    assert result["n_patches"] == 3
-    for key in ("seed_recall", "seed_recall_observation", "decoy_acceptance"):
-        assert result[key] is None or 0.0 <= result[key] <= 1.0
+    everywhere, nowhere = (generator_quality(tmp_path / "g", tmp_path / name, None, config=config,
+                                             n_samples=3, t_start=0.5, steps=2)
+                           for name in ("everywhere", "nowhere"))
+    assert everywhere["n_patches"] == 3 and everywhere["n_visible_mcs"] > 0 and everywhere["n_decoys"] > 0
+    recalls = ("seed_recall", "seed_recall_observation", "seed_recall_clean", "decoy_acceptance")
+    assert [everywhere[k] for k in recalls] == [1.0, 1.0, 1.0, 1.0]
+    assert [nowhere[k] for k in recalls] == [0.0, 0.0, 0.0, 0.0]
+    assert nowhere["spurious_per_patch"] == nowhere["spurious_per_patch_observation"] == 0.0
     # away from the seeds the observation is the image: the error is E|0.5 N(0, 1) / 10|
-    assert result["background_mae"] == pytest.approx(0.05 * (2 / np.pi) ** 0.5, rel=0.1)
+    assert everywhere["background_mae"] == pytest.approx(0.05 * (2 / np.pi) ** 0.5, rel=0.1)
+    assert nowhere["background_mae"] == everywhere["background_mae"]  # the segmentor plays no part
+
+
+def _constant_segmentor(folder: Path, logit: float) -> None:
+    """A segmentor folder whose network says ``logit`` at every pixel: zero weights, the
+    output convolution's bias set."""
+    cfg = SegmentorConfig(channels=(4, 8, 16))
+    net = build_segmentor(cfg).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1].bias.fill_(logit)
+        assert torch.equal(net(torch.rand(1, 1, 32, 32)), torch.full((1, 1, 32, 32), logit))
+    save_model(folder, net, cfg)

@@ -226,7 +226,9 @@ def test_refine_writes_uncertainty_and_records_the_generator(
     meta = json.loads((out / f"{stem}_meta.json").read_text())
     assert meta["refine"] is True
     tt = meta["detector"]["tt_gpr"]
-    assert tt["windows"] == 2 and tt["windows_dropped"] >= 0
+    # at min_prob 0.001 the random model's candidates cover the breast, far more than two
+    # windows hold: the cap of 2 drops some, and says so
+    assert tt["windows"] == 2 and tt["windows_dropped"] > 0
     assert meta["settings"]["generator_sha256"] == tt["generator"]["sha256"]
     # a refined result is not the plain one: a plain rerun needs --overwrite
     res = runner.invoke(app, args)

@@ -8,6 +8,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -16,7 +17,8 @@ import mcgenref.training.segmentor as training
 from mcgenref.errors import ConfigError, OutputError
 from mcgenref.models.checkpoint import load_model
 from mcgenref.models.segmentor import SegmentorConfig
-from mcgenref.synthesis.config import SynthesisConfig
+from mcgenref.synthesis.config import MaskConfig, SynthesisConfig
+from mcgenref.synthesis.sample import generate_sample, sample_seed
 from mcgenref.training.segmentor import (
     TrainSegmentorConfig,
     dice_counts,
@@ -124,19 +126,41 @@ def _final_tensors(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "model" / "model.safetensors")
 
 
+def _validation_dice_by_hand(model: torch.nn.Module, config: TrainSegmentorConfig) -> float:
+    """Pooled Dice of ``logits > 0`` against the exact masks of the run's validation samples
+    (procedural backgrounds; the loop's batches, so the arithmetic is the same)."""
+    tp = fp = fn = 0
+    for first in range(0, config.val_size, config.batch_size):
+        samples = [generate_sample(sample_seed(config.val_seed, i), config.synthesis, None,
+                                   config.procedural_spacing_mm, index=i)
+                   for i in range(first, min(first + config.batch_size, config.val_size))]
+        images = torch.from_numpy(np.stack([s.image for s in samples]).astype(np.float32))[:, None]
+        with torch.no_grad():
+            pred = (model(images) > 0)[:, 0].numpy()
+        true = np.stack([s.mask for s in samples]) > 0.5
+        tp, fp, fn = tp + (pred & true).sum(), fp + (pred & ~true).sum(), fn + (~pred & true).sum()
+    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
 def test_tiny_run_writes_the_run_folder(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    summary = train_segmentor(TINY, None, run, device="cpu", progress=False)
+    # every MC in the mask (min_cnr 0): the 4 validation patches then have MC pixels (17) for
+    # the Dice to count; at TINY's default visibility they have none
+    visible = dataclasses.replace(TINY.synthesis, mask=MaskConfig(min_cnr=0.0))
+    config = dataclasses.replace(TINY, synthesis=visible)
+    summary = train_segmentor(config, None, run, device="cpu", progress=False)
     assert summary["step"] == 6 and summary["model_dir"] == str(run / "model")
     assert summary["world_size"] == 1 and summary["device"] == "cpu"
     assert [v[0] for v in summary["val_history"]] == [3, 6]
-    assert 0.0 <= summary["val_dice"] <= 1.0
     log = _log(run)
     assert [e["step"] for e in log] == [1, 2, 3, 4, 5, 6]
     assert set(log[0]) == {"step", "loss", "lr", "val_dice", "seconds"}
-    assert log[2]["val_dice"] is not None and log[1]["val_dice"] is None
+    assert log[2]["val_dice"] == round(summary["val_history"][0][1], 6) and log[1]["val_dice"] is None
     assert json.loads((run / "config.json").read_text())["steps"] == 6
     model, meta = load_model(run / "model")
+    # the final val_dice is the saved (EMA) model's Dice on the fixed validation set, by hand
+    assert summary["val_dice"] == summary["val_history"][-1][1] == log[5]["val_dice"]
+    assert summary["val_dice"] == pytest.approx(_validation_dice_by_hand(model, config), abs=1e-6)
     assert meta["extra"]["pixel_spacing_mm"] == [0.1, 0.1]
     assert meta["extra"]["training"]["steps"] == 6
     with torch.no_grad():
