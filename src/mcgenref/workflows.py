@@ -1,4 +1,5 @@
-"""One typed function per CLI command: resolves inputs, shows progress, calls the library.
+"""One typed function per CLI command (one, :func:`run_train`, for both training commands):
+resolves inputs, shows progress, calls the library.
 
 The CLI (:mod:`mcgenref.cli`) only parses; these functions are what scripts should call when
 they want the command's behaviour (progress bar included) rather than the bare library.
@@ -200,46 +201,31 @@ def run_evaluate(
     return metrics
 
 
-def _train(kind: str, out: Path, negatives: Sequence[str] | None, config_path: Path | None,
-           device: str, steps: int | None, pixel_spacing: str | None, resume: bool) -> dict:
+def run_train(
+    task: str,
+    out: Path,
+    negatives: Sequence[str] | None = None,
+    *,
+    config_path: Path | None = None,
+    device: str = "auto",
+    steps: int | None = None,
+    pixel_spacing: str | None = None,
+    resume: bool = False,
+) -> dict:
+    """``mcgenref train-segmentor`` (``task="segmentor"``) and ``train-generator``
+    (``task="generator"``): :func:`mcgenref.training.loop.run_training` with the config read
+    from ``config_path`` (JSON of the task's config; missing keys keep defaults) and the pixel
+    spacing parsed from ``pixel_spacing`` (``"0.1"`` or ``"ROW,COL"``). Returns its summary.
+    """
     from mcgenref.config import load_config
     from mcgenref.io import parse_pixel_spacing
-    from mcgenref.training.generator import GeneratorTask
-    from mcgenref.training.loop import run_training
-    from mcgenref.training.segmentor import SegmentorTask
+    from mcgenref.training.loop import run_training, task_class
 
-    task = {"segmentor": SegmentorTask, "generator": GeneratorTask}[kind]
     if steps is not None and steps < 1:
         raise ConfigError("--steps must be at least 1")
-    config = load_config(task.config_cls, config_path) if config_path else None
+    config = load_config(task_class(task).config_cls, config_path) if config_path else None
     spacing = parse_pixel_spacing(pixel_spacing) if pixel_spacing else None
     return run_training(
-        task, config, list(negatives) if negatives else None, out, device=device, steps=steps,
+        task, out, list(negatives) if negatives else None, config, device=device, steps=steps,
         resume=resume, pixel_spacing_mm=spacing,
     )
-
-
-def run_train_generator(
-    out: Path,
-    negatives: Sequence[str] | None,
-    config_path: Path | None = None,
-    device: str = "auto",
-    steps: int | None = None,
-    pixel_spacing: str | None = None,
-    resume: bool = False,
-) -> dict:
-    """``mcgenref train-generator`` (see :func:`mcgenref.training.generator.train_generator`)."""
-    return _train("generator", out, negatives, config_path, device, steps, pixel_spacing, resume)
-
-
-def run_train_segmentor(
-    out: Path,
-    negatives: Sequence[str] | None,
-    config_path: Path | None = None,
-    device: str = "auto",
-    steps: int | None = None,
-    pixel_spacing: str | None = None,
-    resume: bool = False,
-) -> dict:
-    """``mcgenref train-segmentor`` (see :func:`mcgenref.training.segmentor.train_segmentor`)."""
-    return _train("segmentor", out, negatives, config_path, device, steps, pixel_spacing, resume)
