@@ -136,13 +136,14 @@ def choose_threshold(metrics: dict) -> dict:
 
 def calibrate(method: str, model: Path | None, work: Path) -> dict:
     """Segment the development images and return the chosen operating point."""
-    from mcgenref.workflows import run_evaluate, run_segment
+    from mcgenref.workflows import SegmentOptions, run_evaluate, run_segment
 
     train, _ = split()
     inputs = [str(p) for p in image_paths(calc_refs() + train)]
     pred = work / f"pred-{method}"
-    run_segment(inputs, pred, model=model, device="auto", pixel_spacing=str(MIAS_PIXEL_SPACING_MM),
-                threshold=0.5, method=method, overwrite=True)
+    run_segment(inputs, pred, SegmentOptions(model=model, device="auto",
+                                             pixel_spacing=str(MIAS_PIXEL_SPACING_MM),
+                                             threshold=0.5, method=method, overwrite=True))
     metrics = run_evaluate(pred, data_root() / "mini-mias" / "Info.txt", work / f"eval-{method}",
                            "mias", n_bootstrap=200)
     return choose_threshold(metrics)

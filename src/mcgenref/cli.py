@@ -232,16 +232,17 @@ def segment(
     Finished images are skipped; a failing image is reported and the batch goes on (exit
     status 2 at the end if any failed).
     """
-    from mcgenref.workflows import run_segment
+    from mcgenref.workflows import SegmentOptions, run_segment
 
     rank = os.environ.get("RANK", "0")
     try:
-        summary = run_segment(
-            inputs=inputs, out=out, model=model, device=device, pixel_spacing=pixel_spacing,
-            threshold=threshold, method=method, config_path=config, overwrite=overwrite,
-            show_progress=not no_progress, workers=workers, refine=refine, generator=generator,
-            write_seg=not no_seg, report=not no_report,
+        options = SegmentOptions(
+            model=model, device=device, pixel_spacing=pixel_spacing, threshold=threshold,
+            method=method, config_path=config, overwrite=overwrite, show_progress=not no_progress,
+            refine=refine, generator=generator, write_seg=not no_seg, report=not no_report,
+            workers=workers,
         )
+        summary = run_segment(inputs, out, options)
     except McGenRefError:
         if rank != "0":
             # under torchrun every rank learns every error (mcgenref.inference.batch) and rank
