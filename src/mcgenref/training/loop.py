@@ -536,15 +536,18 @@ def run_training(
         ``steps_per_second`` (this session), ``device``, ``world_size``, ``resumed_from``.
 
     Raises:
+        ValueError: ``task`` names no task.
         TypeError: ``config`` is not the task's config class.
+        McGenRefError: bad input (its subclasses; one line each).
     """
+    from mcgenref.io import list_images
+
     task_cls = task_class(task)
     if config is not None and not isinstance(config, task_cls.config_cls):
         raise TypeError(
             f"config is a {type(config).__name__}; the {task_cls.__name__} trains with a "
             f"{task_cls.config_cls.__name__}"
         )
-    from mcgenref.io import list_images
 
     out_dir = Path(out_dir)
     paths = [str(p) for p in list_images([Path(p) for p in negatives])] if negatives else None
