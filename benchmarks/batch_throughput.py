@@ -44,11 +44,11 @@ def make_inputs(folder: Path, n: int) -> list[Path]:
 
 
 def run_variant(images: Path, out: Path, method: str, workers: int) -> dict[str, float]:
-    from mcgenref.workflows import run_segment
+    from mcgenref.workflows import SegmentOptions, run_segment
 
     t0 = time.perf_counter()
-    summary = run_segment([str(images)], out, method=method, device="cpu", workers=workers,
-                          show_progress=False)
+    options = SegmentOptions(method=method, device="cpu", workers=workers, show_progress=False)
+    summary = run_segment([str(images)], out, options)
     wall = time.perf_counter() - t0
     n = len(summary["done"])
     own = sum(float(r["seconds"]) for r in summary["rows"])

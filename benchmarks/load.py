@@ -240,7 +240,7 @@ def run_load(n_images: int, method: str = "classical", workdir: Path | None = No
 
     ``images``: an existing folder of inputs (made by :func:`make_images`) to reuse.
     """
-    from mcgenref.workflows import run_segment
+    from mcgenref.workflows import SegmentOptions, run_segment
 
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -254,8 +254,8 @@ def run_load(n_images: int, method: str = "classical", workdir: Path | None = No
         t0 = time.perf_counter()
         with sample_after_each_image(samples, images):
             summary = run_segment(
-                [str(images)], out, method=method, device="cpu", pixel_spacing="0.2",
-                show_progress=False,
+                [str(images)], out,
+                SegmentOptions(method=method, device="cpu", pixel_spacing="0.2", show_progress=False),
             )
         wall = time.perf_counter() - t0
         if len(summary["done"]) != n_images or len(samples) != n_images:

@@ -41,7 +41,7 @@ SYNTHETIC_SEED = 987_654_321  # never used by training (its seeds are 0 and 1_00
 
 
 def real_clusters(model: Path, work: Path, n_boot: int) -> dict:
-    from mcgenref.workflows import run_evaluate, run_segment
+    from mcgenref.workflows import SegmentOptions, run_evaluate, run_segment
 
     _, held_out = recipe.split()
     inputs = [str(p) for p in recipe.image_paths(calc_refs() + held_out)]
@@ -49,10 +49,11 @@ def real_clusters(model: Path, work: Path, n_boot: int) -> dict:
     for method in ("model", "classical"):
         pred = work / f"pred-{method}"
         t0 = time.perf_counter()
-        run_segment(inputs, pred, model=model if method == "model" else None, device="auto",
-                    pixel_spacing=str(MIAS_PIXEL_SPACING_MM), method=method,
-                    threshold=_operating_threshold(model, method), overwrite=True,
-                    show_progress=False)
+        run_segment(inputs, pred, SegmentOptions(
+            model=model if method == "model" else None, device="auto",
+            pixel_spacing=str(MIAS_PIXEL_SPACING_MM), method=method,
+            threshold=_operating_threshold(model, method), overwrite=True, show_progress=False,
+        ))
         seconds = time.perf_counter() - t0
         metrics = run_evaluate(pred, data_root() / "mini-mias" / "Info.txt",
                                work / f"eval-{method}", "mias", n_bootstrap=n_boot)

@@ -173,7 +173,7 @@ def seed_evidence(samples: list, logits0: list, seg, gen, operating: float, k: i
 
 
 def real_clusters(work: Path, n_boot: int, generator: Path) -> dict:
-    from mcgenref.workflows import run_evaluate, run_segment
+    from mcgenref.workflows import SegmentOptions, run_evaluate, run_segment
 
     _, held_out = recipe.split()
     inputs = [str(p) for p in recipe.image_paths(calc_refs() + held_out)]
@@ -181,9 +181,10 @@ def real_clusters(work: Path, n_boot: int, generator: Path) -> dict:
     for refine in (False, True):
         pred = work / f"pred-{'refine' if refine else 'plain'}"
         t0 = time.perf_counter()
-        run_segment(inputs, pred, model=SEGMENTOR, device="auto",
-                    pixel_spacing=str(MIAS_PIXEL_SPACING_MM), overwrite=True,
-                    show_progress=False, refine=refine, generator=generator)
+        run_segment(inputs, pred, SegmentOptions(
+            model=SEGMENTOR, device="auto", pixel_spacing=str(MIAS_PIXEL_SPACING_MM),
+            overwrite=True, show_progress=False, refine=refine, generator=generator,
+        ))
         seconds = time.perf_counter() - t0
         metrics = run_evaluate(pred, data_root() / "mini-mias" / "Info.txt",
                                work / f"eval-{refine}", "mias", n_bootstrap=n_boot)

@@ -63,15 +63,16 @@ def train_config(steps: int, hard_decoy_fraction: float = 0.5, decoy_rate: float
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from mcgenref.training.generator import train_generator
+    from mcgenref.training import run_training
 
     train, held_out = split()
     forbidden = set(calc_refs()) | set(held_out)
     assert not forbidden & set(train), "training set overlaps calcification or held-out images"
-    summary = train_generator(
-        None if args.resume else train_config(args.steps, args.hard_decoy_fraction, args.decoy_rate),
+    summary = run_training(
+        "generator", args.run_dir,
         None if args.resume else image_paths(train),
-        args.run_dir, device=args.device, steps=args.steps if not args.resume else None,
+        None if args.resume else train_config(args.steps, args.hard_decoy_fraction, args.decoy_rate),
+        device=args.device, steps=args.steps if not args.resume else None,
         resume=args.resume, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
         stop_at_step=args.stop_at_step,
     )

@@ -100,15 +100,16 @@ def train_config(steps: int):  # noqa: ANN201
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from mcgenref.training.segmentor import train_segmentor
+    from mcgenref.training import run_training
 
     train, held_out = split()
     forbidden = set(calc_refs()) | set(held_out)
     assert not forbidden & set(train), "training set overlaps calcification or held-out images"
-    summary = train_segmentor(
-        None if args.resume else train_config(args.steps),
+    summary = run_training(
+        "segmentor", RUN_DIR,
         None if args.resume else image_paths(train),
-        RUN_DIR, device=args.device, steps=args.steps if not args.resume else None,
+        None if args.resume else train_config(args.steps),
+        device=args.device, steps=args.steps if not args.resume else None,
         resume=args.resume, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
         stop_at_step=args.stop_at_step,
     )
@@ -135,13 +136,14 @@ def choose_threshold(metrics: dict) -> dict:
 
 def calibrate(method: str, model: Path | None, work: Path) -> dict:
     """Segment the development images and return the chosen operating point."""
-    from mcgenref.workflows import run_evaluate, run_segment
+    from mcgenref.workflows import SegmentOptions, run_evaluate, run_segment
 
     train, _ = split()
     inputs = [str(p) for p in image_paths(calc_refs() + train)]
     pred = work / f"pred-{method}"
-    run_segment(inputs, pred, model=model, device="auto", pixel_spacing=str(MIAS_PIXEL_SPACING_MM),
-                threshold=0.5, method=method, overwrite=True)
+    run_segment(inputs, pred, SegmentOptions(model=model, device="auto",
+                                             pixel_spacing=str(MIAS_PIXEL_SPACING_MM),
+                                             threshold=0.5, method=method, overwrite=True))
     metrics = run_evaluate(pred, data_root() / "mini-mias" / "Info.txt", work / f"eval-{method}",
                            "mias", n_bootstrap=200)
     return choose_threshold(metrics)

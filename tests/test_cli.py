@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -160,3 +161,35 @@ def test_train_segmentor_command_tiny(tmp_path: Path) -> None:
     assert (out / "model" / "model.json").is_file() and (out / "log.jsonl").is_file()
     res = _run("train-segmentor", "--out", str(out), "--config", str(cfg), "--steps", "0")
     assert res.exit_code == 2 and res.output.startswith("error:")
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [(["--method", "deep"], "--method"), (["--workers", "33"], "--workers"),
+     (["--threshold", "1.5"], "threshold")],
+)
+def test_segment_options_are_checked_before_any_work(
+    tmp_path: Path, extra: list[str], fragment: str
+) -> None:
+    from PIL import Image
+
+    image = tmp_path / "image.png"
+    Image.new("L", (64, 64), 100).save(image)
+    out = tmp_path / "out"
+    res = _run("segment", str(image), "--out", str(out), *extra)
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], res.output
+    assert not out.exists()
+
+
+def test_segment_options_object() -> None:
+    from mcgenref.errors import ConfigError
+    from mcgenref.workflows import SegmentOptions
+
+    options = SegmentOptions(method="classical", workers=0)
+    assert options.method == "classical" and options.workers == 0 and options.report
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.workers = 3  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="--workers"):
+        SegmentOptions(workers=-1)

@@ -155,9 +155,10 @@ def train_segmentor_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last checkpoint.")] = False,
 ) -> None:
     """Train the segmentor on synthetic MCs injected on the fly (runs under torchrun too)."""
-    from mcgenref.workflows import run_train_segmentor
+    from mcgenref.workflows import run_train
 
-    summary = run_train_segmentor(out, negatives, config, device, steps, pixel_spacing, resume)
+    summary = run_train("segmentor", out, negatives, config_path=config, device=device, steps=steps,
+                        pixel_spacing=pixel_spacing, resume=resume)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line, from rank 0
         return
     typer.echo(
@@ -180,9 +181,10 @@ def train_generator_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last checkpoint.")] = False,
 ) -> None:
     """Train the seed-conditioned rectified-flow generator TT-GPR uses (runs under torchrun too)."""
-    from mcgenref.workflows import run_train_generator
+    from mcgenref.workflows import run_train
 
-    summary = run_train_generator(out, negatives, config, device, steps, pixel_spacing, resume)
+    summary = run_train("generator", out, negatives, config_path=config, device=device, steps=steps,
+                        pixel_spacing=pixel_spacing, resume=resume)
     if os.environ.get("RANK", "0") != "0":
         return
     typer.echo(
@@ -230,16 +232,17 @@ def segment(
     Finished images are skipped; a failing image is reported and the batch goes on (exit
     status 2 at the end if any failed).
     """
-    from mcgenref.workflows import run_segment
+    from mcgenref.workflows import SegmentOptions, run_segment
 
     rank = os.environ.get("RANK", "0")
     try:
-        summary = run_segment(
-            inputs=inputs, out=out, model=model, device=device, pixel_spacing=pixel_spacing,
-            threshold=threshold, method=method, config_path=config, overwrite=overwrite,
-            show_progress=not no_progress, workers=workers, refine=refine, generator=generator,
-            write_seg=not no_seg, report=not no_report,
+        options = SegmentOptions(
+            model=model, device=device, pixel_spacing=pixel_spacing, threshold=threshold,
+            method=method, config_path=config, overwrite=overwrite, show_progress=not no_progress,
+            refine=refine, generator=generator, write_seg=not no_seg, report=not no_report,
+            workers=workers,
         )
+        summary = run_segment(inputs, out, options)
     except McGenRefError:
         if rank != "0":
             # under torchrun every rank learns every error (mcgenref.inference.batch) and rank

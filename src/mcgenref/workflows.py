@@ -1,4 +1,5 @@
-"""One typed function per CLI command: resolves inputs, shows progress, calls the library.
+"""One typed function per CLI command (one, :func:`run_train`, for both training commands):
+resolves inputs, shows progress, calls the library.
 
 The CLI (:mod:`mcgenref.cli`) only parses; these functions are what scripts should call when
 they want the command's behaviour (progress bar included) rather than the bare library.
@@ -74,65 +75,99 @@ def run_synth(
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class SegmentOptions:
+    """The options of ``mcgenref segment`` (:func:`run_segment`), one field per option.
+
+    How a batch is run; the algorithm's settings (windows, cluster rule, ...) are a
+    :class:`~mcgenref.inference.segment.SegmentConfig`, read from ``config_path``, of which
+    ``threshold``, ``method``, ``refine`` and ``write_seg`` override the fields of that name.
+
+    Attributes:
+        model: segmentor folder (model.json + model.safetensors); ``None``: the shipped one.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (under torchrun: each rank
+            its own GPU).
+        pixel_spacing: pixel spacing in mm, ``"0.1"`` or ``"ROW,COL"``, overriding the
+            files' own; ``None``: the files' (0.1 with a warning where a file has none).
+        threshold: probability threshold; ``None``: the method's operating point.
+        method: ``"model"`` (the segmentor) or ``"classical"`` (the label-free DoG baseline).
+        config_path: JSON :class:`~mcgenref.inference.segment.SegmentConfig`; ``None``:
+            the defaults.
+        overwrite: redo images already finished in the output folder.
+        show_progress: show a progress bar.
+        refine: TT-GPR refinement around the segmentor's candidates.
+        generator: generator folder for ``refine``; ``None``: the shipped generator.
+        write_seg: DICOM SEG for DICOM inputs (off if this or the config's is off).
+        report: write ``out/report.html`` of the run (rank 0 under torchrun).
+        workers: reader threads of the pipeline, 0-32 (0: read, segment and write one
+            image after the other).
+
+    Raises:
+        ConfigError: ``method`` or ``workers`` out of range (on construction).
+    """
+
+    model: Path | None = None
+    device: str = "auto"
+    pixel_spacing: str | None = None
+    threshold: float | None = None
+    method: str = "model"
+    config_path: Path | None = None
+    overwrite: bool = False
+    show_progress: bool = True
+    refine: bool = False
+    generator: Path | None = None
+    write_seg: bool = True
+    report: bool = True
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.method not in ("model", "classical"):
+            raise ConfigError("--method must be 'model' or 'classical'")
+        if not 0 <= self.workers <= 32:
+            raise ConfigError("--workers must be between 0 and 32")
+
+
 def run_segment(
-    inputs: Sequence[str],
-    out: Path,
-    model: Path | None = None,
-    device: str = "auto",
-    pixel_spacing: str | None = None,
-    threshold: float | None = None,
-    method: str = "model",
-    config_path: Path | None = None,
-    overwrite: bool = False,
-    show_progress: bool = True,
-    refine: bool = False,
-    generator: Path | None = None,
-    write_seg: bool = True,
-    report: bool = True,
-    workers: int = 2,
+    inputs: Sequence[str], out: Path, options: SegmentOptions = SegmentOptions()
 ) -> dict:
     """``mcgenref segment``: segment a batch of images into ``out`` (see
     :mod:`mcgenref.inference.batch`: inputs, output prefixes, pipeline, summary.csv, torchrun).
 
     Images already finished with the same model and settings are skipped unless
-    ``overwrite``; finished with other settings, they are refused unless ``overwrite``. A
-    failing image is reported and the others go on; then a McGenRefError says how many failed
-    (a single input's own error when there is one input). Returns the batch summary
-    (:func:`mcgenref.inference.batch.segment_batch`), ``rows`` holding one dict per image with
-    ``input``, ``prefix``, ``status`` (done / skipped / failed) and ``error``.
-    ``refine``/``generator``: TT-GPR (``SegmentConfig.refine``) and its generator folder;
-    ``write_seg``: DICOM SEG for DICOM inputs (``SegmentConfig.write_seg``, off if either is);
-    ``report``: ``out/report.html`` of this run (:func:`mcgenref.report.write_segment_report`),
-    written by rank 0 under torchrun.
+    ``options.overwrite``; finished with other settings, they are refused unless
+    ``overwrite``. A failing image is reported and the others go on; then a McGenRefError says
+    how many failed (a single input's own error when there is one input). Returns the batch
+    summary (:func:`mcgenref.inference.batch.segment_batch`), ``rows`` holding one dict per
+    image with ``input``, ``prefix``, ``status`` (done / skipped / failed) and ``error``, and,
+    with ``options.report``, ``report``: the path of the report
+    (:func:`mcgenref.report.write_segment_report`).
     """
     from mcgenref.config import load_config
     from mcgenref.inference.batch import raise_for_failures, segment_batch
     from mcgenref.inference.segment import SegmentConfig
     from mcgenref.io import parse_pixel_spacing
 
-    config = load_config(SegmentConfig, config_path) if config_path else SegmentConfig()
-    changes: dict = {}
-    if method not in ("model", "classical"):
-        raise ConfigError("--method must be 'model' or 'classical'")
-    changes["method"] = method
-    if threshold is not None:
-        changes["threshold"] = threshold
-    if refine:
+    config = SegmentConfig()
+    if options.config_path:
+        config = load_config(SegmentConfig, options.config_path)
+    changes: dict = {"method": options.method}
+    if options.threshold is not None:
+        changes["threshold"] = options.threshold
+    if options.refine:
         changes["refine"] = True
-    if not write_seg:
+    if not options.write_seg:
         changes["write_seg"] = False
     try:
         config = dataclasses.replace(config, **changes)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if not 0 <= workers <= 32:
-        raise ConfigError("--workers must be between 0 and 32")
-    spacing = parse_pixel_spacing(pixel_spacing) if pixel_spacing else None
+    spacing = parse_pixel_spacing(options.pixel_spacing) if options.pixel_spacing else None
     summary = segment_batch(
-        inputs, Path(out), config, model, device, spacing, overwrite=overwrite,
-        workers=workers, show_progress=show_progress, generator_path=generator,
+        inputs, Path(out), config, options.model, options.device, spacing,
+        overwrite=options.overwrite, workers=options.workers, show_progress=options.show_progress,
+        generator_path=options.generator,
     )
-    if report and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0, whole batch
+    if options.report and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0, whole batch
         from mcgenref.report import write_segment_report
 
         summary["report"] = str(write_segment_report(Path(out), summary["rows"]))
@@ -200,46 +235,31 @@ def run_evaluate(
     return metrics
 
 
-def _train(kind: str, out: Path, negatives: Sequence[str] | None, config_path: Path | None,
-           device: str, steps: int | None, pixel_spacing: str | None, resume: bool) -> dict:
+def run_train(
+    task: str,
+    out: Path,
+    negatives: Sequence[str] | None = None,
+    *,
+    config_path: Path | None = None,
+    device: str = "auto",
+    steps: int | None = None,
+    pixel_spacing: str | None = None,
+    resume: bool = False,
+) -> dict:
+    """``mcgenref train-segmentor`` (``task="segmentor"``) and ``train-generator``
+    (``task="generator"``): :func:`mcgenref.training.loop.run_training` with the config read
+    from ``config_path`` (JSON of the task's config; missing keys keep defaults) and the pixel
+    spacing parsed from ``pixel_spacing`` (``"0.1"`` or ``"ROW,COL"``). Returns its summary.
+    """
     from mcgenref.config import load_config
     from mcgenref.io import parse_pixel_spacing
-    from mcgenref.training.generator import GeneratorTask
-    from mcgenref.training.loop import run_training
-    from mcgenref.training.segmentor import SegmentorTask
+    from mcgenref.training.loop import run_training, task_class
 
-    task = {"segmentor": SegmentorTask, "generator": GeneratorTask}[kind]
     if steps is not None and steps < 1:
         raise ConfigError("--steps must be at least 1")
-    config = load_config(task.config_cls, config_path) if config_path else None
+    config = load_config(task_class(task).config_cls, config_path) if config_path else None
     spacing = parse_pixel_spacing(pixel_spacing) if pixel_spacing else None
     return run_training(
-        task, config, list(negatives) if negatives else None, out, device=device, steps=steps,
+        task, out, list(negatives) if negatives else None, config, device=device, steps=steps,
         resume=resume, pixel_spacing_mm=spacing,
     )
-
-
-def run_train_generator(
-    out: Path,
-    negatives: Sequence[str] | None,
-    config_path: Path | None = None,
-    device: str = "auto",
-    steps: int | None = None,
-    pixel_spacing: str | None = None,
-    resume: bool = False,
-) -> dict:
-    """``mcgenref train-generator`` (see :func:`mcgenref.training.generator.train_generator`)."""
-    return _train("generator", out, negatives, config_path, device, steps, pixel_spacing, resume)
-
-
-def run_train_segmentor(
-    out: Path,
-    negatives: Sequence[str] | None,
-    config_path: Path | None = None,
-    device: str = "auto",
-    steps: int | None = None,
-    pixel_spacing: str | None = None,
-    resume: bool = False,
-) -> dict:
-    """``mcgenref train-segmentor`` (see :func:`mcgenref.training.segmentor.train_segmentor`)."""
-    return _train("segmentor", out, negatives, config_path, device, steps, pixel_spacing, resume)

@@ -169,14 +169,14 @@ def test_finished_run_removes_folders_left_by_a_killed_checkpoint_write(tmp_path
     finishes cleanly they are removed (nothing else can be writing them then)."""
     import dataclasses
 
-    from mcgenref.training.segmentor import train_segmentor
+    from mcgenref.training.loop import run_training
 
     from ..training.test_train_segmentor import TINY
 
     run = tmp_path / "run"
     config = dataclasses.replace(TINY, steps=4, checkpoint_every=2)
-    train_segmentor(config, None, run, device="cpu", progress=False, stop_at_step=2)
+    run_training("segmentor", run, None, config, device="cpu", progress=False, stop_at_step=2)
     (run / ".checkpoint.partial-abc123").mkdir()  # as a killed write leaves them
     (run / ".checkpoint.partial-abc123" / "training_state.json").write_text("{")
-    train_segmentor(None, None, run, device="cpu", progress=False, resume=True)
+    run_training("segmentor", run, None, None, device="cpu", progress=False, resume=True)
     assert not list(run.glob(".checkpoint.*")) and (run / "model" / "model.json").is_file()

@@ -21,7 +21,7 @@ from mcgenref.cli import app
 from mcgenref.errors import McGenRefError, OutputError
 from mcgenref.report import REPORT_NAME, write_evaluation_report, write_segment_report
 from mcgenref.report import html as report_html
-from mcgenref.workflows import run_segment
+from mcgenref.workflows import SegmentOptions, run_segment
 
 from ..inference.test_segment import _with_specks
 
@@ -92,8 +92,8 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (inputs / "broken.png").write_bytes(b"not a png")
     out = root / "out"
     with pytest.warns(Warning), pytest.raises(McGenRefError, match="1 of 3 images failed"):
-        run_segment([str(inputs)], out, method="classical", pixel_spacing="0.1",
-                    show_progress=False)
+        run_segment([str(inputs)], out,
+                    SegmentOptions(method="classical", pixel_spacing="0.1", show_progress=False))
     return inputs, out
 
 

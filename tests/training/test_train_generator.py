@@ -20,8 +20,8 @@ from mcgenref.training.generator import (
     TrainGeneratorConfig,
     _mc_like_spots,
     generator_condition,
-    train_generator,
 )
+from mcgenref.training.loop import run_training
 
 TINY = TrainGeneratorConfig(
     model=GeneratorConfig(channels=(8, 16), time_embedding_dim=8, norm_groups=4),
@@ -113,7 +113,7 @@ def _log(run: Path) -> list[dict]:
 
 def test_tiny_run_writes_a_generator_model(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    summary = train_generator(TINY, None, run, device="cpu", progress=False)
+    summary = run_training("generator", run, None, TINY, device="cpu", progress=False)
     assert summary["step"] == 4 and summary["val_loss"] > 0
     log = _log(run)
     assert set(log[0]) == {"step", "loss", "lr", "val_loss", "seconds"}
@@ -130,10 +130,10 @@ def test_tiny_run_writes_a_generator_model(tmp_path: Path) -> None:
 
 def test_resume_is_exact(tmp_path: Path) -> None:
     straight = tmp_path / "straight"
-    train_generator(TINY, None, straight, device="cpu", progress=False)
+    run_training("generator", straight, None, TINY, device="cpu", progress=False)
     split = tmp_path / "split"
-    train_generator(TINY, None, split, device="cpu", progress=False, stop_at_step=2)
-    summary = train_generator(None, None, split, device="cpu", progress=False, resume=True)
+    run_training("generator", split, None, TINY, device="cpu", progress=False, stop_at_step=2)
+    summary = run_training("generator", split, None, None, device="cpu", progress=False, resume=True)
     assert summary["resumed_from"] == 2
     a = load_file(straight / "model" / "model.safetensors")
     b = load_file(split / "model" / "model.safetensors")

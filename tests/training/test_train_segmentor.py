@@ -19,12 +19,12 @@ from mcgenref.models.checkpoint import load_model
 from mcgenref.models.segmentor import SegmentorConfig
 from mcgenref.synthesis.config import MaskConfig, SynthesisConfig
 from mcgenref.synthesis.sample import generate_sample, sample_seed
+from mcgenref.training.loop import run_training
 from mcgenref.training.segmentor import (
     TrainSegmentorConfig,
     dice_counts,
     focal_tversky_loss,
     lr_at,
-    train_segmentor,
 )
 
 from ..conftest import torchrun_cpu
@@ -148,7 +148,7 @@ def test_tiny_run_writes_the_run_folder(tmp_path: Path) -> None:
     # the Dice to count; at TINY's default visibility they have none
     visible = dataclasses.replace(TINY.synthesis, mask=MaskConfig(min_cnr=0.0))
     config = dataclasses.replace(TINY, synthesis=visible)
-    summary = train_segmentor(config, None, run, device="cpu", progress=False)
+    summary = run_training("segmentor", run, None, config, device="cpu", progress=False)
     assert summary["step"] == 6 and summary["model_dir"] == str(run / "model")
     assert summary["world_size"] == 1 and summary["device"] == "cpu"
     assert [v[0] for v in summary["val_history"]] == [3, 6]
@@ -169,13 +169,13 @@ def test_tiny_run_writes_the_run_folder(tmp_path: Path) -> None:
     load_model(run / "checkpoint")
     # a finished run folder is not overwritten by a new run
     with pytest.raises(OutputError, match="use --resume"):
-        train_segmentor(TINY, None, run, device="cpu", progress=False)
+        run_training("segmentor", run, None, TINY, device="cpu", progress=False)
 
 
 def test_tiny_run_on_negatives(tmp_path: Path, phantom_folder: Path) -> None:
     config = dataclasses.replace(TINY, steps=2, procedural_fraction=0.5)
-    summary = train_segmentor(
-        config, [phantom_folder], tmp_path / "run", device="cpu", progress=False,
+    summary = run_training(
+        "segmentor", tmp_path / "run", [phantom_folder], config, device="cpu", progress=False,
         pixel_spacing_mm=0.2,
     )
     assert summary["step"] == 2
@@ -188,7 +188,7 @@ def test_tiny_run_on_negatives(tmp_path: Path, phantom_folder: Path) -> None:
 
 def test_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     straight = tmp_path / "straight"
-    train_segmentor(TINY, None, straight, device="cpu", progress=False)
+    run_training("segmentor", straight, None, TINY, device="cpu", progress=False)
 
     # the same run, crashing in step 5 (last checkpoint: step 4), then resumed
     resumed = tmp_path / "resumed"
@@ -203,12 +203,12 @@ def test_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(training, "focal_tversky_loss", crashing_loss)
     with pytest.raises(KeyboardInterrupt):
-        train_segmentor(TINY, None, resumed, device="cpu", progress=False)
+        run_training("segmentor", resumed, None, TINY, device="cpu", progress=False)
     monkeypatch.setattr(training, "focal_tversky_loss", real_loss)
     assert not (resumed / "model").exists()
     with (resumed / "log.jsonl").open("a") as fh:
         fh.write('{"step": 5, "lo')  # a line the interruption cut short
-    summary = train_segmentor(None, None, resumed, device="cpu", progress=False, resume=True)
+    summary = run_training("segmentor", resumed, None, None, device="cpu", progress=False, resume=True)
     assert summary["resumed_from"] == 4 and summary["step"] == 6
 
     a, b = _final_tensors(straight), _final_tensors(resumed)
@@ -228,35 +228,36 @@ def test_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_stop_and_resume_equals_straight_run(tmp_path: Path) -> None:
     straight = tmp_path / "straight"
-    train_segmentor(TINY, None, straight, device="cpu", progress=False)
+    run_training("segmentor", straight, None, TINY, device="cpu", progress=False)
     split = tmp_path / "split"
-    first = train_segmentor(TINY, None, split, device="cpu", progress=False, stop_at_step=3)
+    first = run_training("segmentor", split, None, TINY, device="cpu", progress=False, stop_at_step=3)
     assert first["step"] == 3 and first["model_dir"] is None
-    train_segmentor(TINY, None, split, device="cpu", progress=False, resume=True)
+    run_training("segmentor", split, None, TINY, device="cpu", progress=False, resume=True)
     a, b = _final_tensors(straight), _final_tensors(split)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train_segmentor(TINY, None, run, device="cpu", progress=False, stop_at_step=1,
-                    pixel_spacing_mm=0.2)
+    run_training("segmentor", run, None, TINY, device="cpu", progress=False, stop_at_step=1,
+                 pixel_spacing_mm=0.2)
     # without negatives, the pixel spacing is that of the procedural backgrounds
     assert json.loads((run / "config.json").read_text())["procedural_spacing_mm"] == [0.2, 0.2]
     other = dataclasses.replace(TINY, lr=0.5)
     with pytest.raises(ConfigError, match="resume without --config"):
-        train_segmentor(other, None, run, device="cpu", progress=False, resume=True)
+        run_training("segmentor", run, None, other, device="cpu", progress=False, resume=True)
     with pytest.raises(ConfigError, match="pixel-spacing differs"):
-        train_segmentor(None, None, run, device="cpu", progress=False, resume=True,
-                        pixel_spacing_mm=0.1)
+        run_training("segmentor", run, None, None, device="cpu", progress=False, resume=True,
+                     pixel_spacing_mm=0.1)
     # --steps may change: the run is extended
-    summary = train_segmentor(None, None, run, device="cpu", progress=False, resume=True, steps=2)
+    summary = run_training("segmentor", run, None, None, device="cpu", progress=False, resume=True,
+                           steps=2)
     assert summary["step"] == 2 and summary["steps"] == 2
 
 
 def test_bad_device_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--device"):
-        train_segmentor(TINY, None, tmp_path / "run", device="tpu", progress=False)
+        run_training("segmentor", tmp_path / "run", None, TINY, device="tpu", progress=False)
 
 
 # --------------------------------------------------------------------------- DDP on CPU
@@ -276,9 +277,10 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     script.write_text(textwrap.dedent(f"""
         import json, os, pathlib, sys
         from mcgenref.config import from_dict
-        from mcgenref.training.segmentor import TrainSegmentorConfig, train_segmentor
+        from mcgenref.training.loop import run_training
+        from mcgenref.training.segmentor import TrainSegmentorConfig
         config = from_dict(TrainSegmentorConfig, json.loads(sys.argv[1]))
-        summary = train_segmentor(config, None, {str(run)!r}, device="cpu", progress=False)
+        summary = run_training("segmentor", {str(run)!r}, None, config, device="cpu", progress=False)
         # each rank its own file: no reliance on how the ranks' prints share torchrun's pipe
         rank = os.environ["RANK"]
         pathlib.Path({str(tmp_path)!r}, "summary-" + rank + ".json").write_text(json.dumps(
@@ -303,10 +305,11 @@ def test_ddp_error_on_rank0_only_stops_every_rank(tmp_path: Path) -> None:
         import json, os, pathlib, sys
         from mcgenref.config import from_dict
         from mcgenref.errors import McGenRefError
-        from mcgenref.training.segmentor import TrainSegmentorConfig, train_segmentor
+        from mcgenref.training.loop import run_training
+        from mcgenref.training.segmentor import TrainSegmentorConfig
         config = from_dict(TrainSegmentorConfig, json.loads(sys.argv[1]))
         try:
-            train_segmentor(config, None, {str(run)!r}, device="cpu", progress=False)
+            run_training("segmentor", {str(run)!r}, None, config, device="cpu", progress=False)
         except McGenRefError as exc:
             pathlib.Path({str(tmp_path)!r}, "refused-" + os.environ["RANK"]).write_text(str(exc))
     """))

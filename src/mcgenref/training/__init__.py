@@ -1,9 +1,23 @@
-"""Training loops (one readable function per model)."""
+"""Training: one loop, two tasks.
 
-from mcgenref.training.segmentor import (
-    TrainSegmentorConfig,
-    focal_tversky_loss,
-    train_segmentor,
-)
+:func:`run_training` (:mod:`mcgenref.training.loop`) is the one way to train, for both
+networks: ``run_training("segmentor", out_dir, negatives, config)`` or
+``run_training("generator", ...)``. What differs between them is a
+:class:`~mcgenref.training.loop.Task`: :mod:`mcgenref.training.segmentor` (Focal Tversky,
+:class:`TrainSegmentorConfig`) and :mod:`mcgenref.training.generator` (weighted rectified
+flow, ``TrainGeneratorConfig``; imported on use, not here, so that the segmentor's training
+does not load the generator's stack).
+"""
 
-__all__ = ["TrainSegmentorConfig", "focal_tversky_loss", "train_segmentor"]
+from mcgenref.training.loop import LoopConfig, Task, TaskName, run_training, task_class
+from mcgenref.training.segmentor import TrainSegmentorConfig, focal_tversky_loss
+
+__all__ = [
+    "LoopConfig",
+    "Task",
+    "TaskName",
+    "TrainSegmentorConfig",
+    "focal_tversky_loss",
+    "run_training",
+    "task_class",
+]

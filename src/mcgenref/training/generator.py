@@ -2,7 +2,7 @@
 
 The loop (data by step, AdamW, EMA, validation, checkpoints, exact resume, DDP, AMP) is
 :func:`mcgenref.training.loop.run_training`; this module is the generator's
-:class:`~mcgenref.training.loop.Task`.
+:class:`~mcgenref.training.loop.Task` (``run_training("generator", out_dir, negatives, config)``).
 
 What the generator learns (METHOD section 4, and the reason for each choice). A training pair
 is a synthetic sample: ``x_1`` = a real negative patch with MCs rendered in by the physical
@@ -42,9 +42,7 @@ same loss on the fixed validation set with fixed draws (``val_loss``, lower is b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,9 +55,9 @@ from mcgenref.flow.seeds import Seed, SeedConfig, render_seed_map, seeds_from_re
 from mcgenref.models.generator import GeneratorConfig, build_generator, drop_condition
 from mcgenref.synthesis.config import SynthesisConfig
 from mcgenref.synthesis.sample import Sample
-from mcgenref.training.loop import Autocast, LoopConfig, Task, run_training
+from mcgenref.training.loop import Autocast, LoopConfig, Task
 
-__all__ = ["GeneratorTask", "TrainGeneratorConfig", "generator_condition", "train_generator"]
+__all__ = ["GeneratorTask", "TrainGeneratorConfig", "generator_condition"]
 
 
 @dataclass(frozen=True)
@@ -242,21 +240,3 @@ class GeneratorTask(Task):
             },
         }
 
-
-def train_generator(
-    config: TrainGeneratorConfig | None,
-    negatives: Sequence[str | Path] | None,
-    out_dir: str | Path,
-    device: str | torch.device = "auto",
-    steps: int | None = None,
-    resume: bool = False,
-    pixel_spacing_mm: float | tuple[float, float] | None = None,
-    progress: bool = True,
-    stop_at_step: int | None = None,
-) -> dict[str, Any]:
-    """Train the generator; the same arguments, run folder and summary as
-    :func:`mcgenref.training.segmentor.train_segmentor`, with ``val_loss`` (the validation
-    rectified-flow loss, lower is better) in place of ``val_dice``."""
-    return run_training(GeneratorTask, config, negatives, out_dir, device=device, steps=steps,
-                        resume=resume, pixel_spacing_mm=pixel_spacing_mm, progress=progress,
-                        stop_at_step=stop_at_step)

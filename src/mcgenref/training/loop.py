@@ -72,7 +72,10 @@ from mcgenref.synthesis.config import SynthesisConfig
 from mcgenref.synthesis.patches import NegativePatchSampler, PatchSamplerConfig
 from mcgenref.synthesis.sample import Sample, generate_sample, sample_seed
 
-__all__ = ["LoopConfig", "Task", "lr_at", "resolve_device", "run_training", "step_generator"]
+__all__ = [
+    "LoopConfig", "Task", "TaskName", "lr_at", "resolve_device", "run_training", "step_generator",
+    "task_class",
+]
 
 Autocast = Callable[[], AbstractContextManager[Any]]
 
@@ -466,11 +469,32 @@ def _prepare_run_folder(
 # --------------------------------------------------------------------------- the loop
 
 
+TaskName = Literal["segmentor", "generator"]
+
+
+def task_class(task: TaskName | type[Task]) -> type[Task]:
+    """The :class:`Task` that ``task`` names (a :class:`Task` subclass is returned as is)."""
+    if isinstance(task, type) and issubclass(task, Task):
+        return task
+    # imported here: each task's module imports this one, and training one network need not
+    # import the other's stack
+    if task == "segmentor":
+        from mcgenref.training.segmentor import SegmentorTask
+
+        return SegmentorTask
+    if task == "generator":
+        from mcgenref.training.generator import GeneratorTask
+
+        return GeneratorTask
+    raise ValueError(f"unknown training task {task!r}: expected 'segmentor' or 'generator'")
+
+
 def run_training(
-    task_cls: type[Task],
-    config: Any,
-    negatives: Sequence[str | Path] | None,
+    task: TaskName | type[Task],
     out_dir: str | Path,
+    negatives: Sequence[str | Path] | None = None,
+    config: LoopConfig | None = None,
+    *,
     device: str | torch.device = "auto",
     steps: int | None = None,
     resume: bool = False,
@@ -478,30 +502,52 @@ def run_training(
     progress: bool = True,
     stop_at_step: int | None = None,
 ) -> dict[str, Any]:
-    """Train ``task_cls``'s network on synthetic MCs; write the run folder (module docstring).
+    """Train a network on synthetic MCs; write the run folder (module docstring).
+
+    The one way to train in the library, for both networks; ``mcgenref train-segmentor`` and
+    ``train-generator`` call it (through :func:`mcgenref.workflows.run_train`).
 
     Args:
-        task_cls: the :class:`Task` (it names the config class).
-        config: the run config; ``None`` means the defaults, or, with ``resume``, the run's
-            own ``config.json`` (a different config is refused when resuming).
+        task: ``"segmentor"`` (:class:`~mcgenref.training.segmentor.SegmentorTask`),
+            ``"generator"`` (:class:`~mcgenref.training.generator.GeneratorTask`) or a
+            :class:`Task` subclass (see :func:`task_class`).
+        out_dir: the run folder; must be new or empty unless ``resume``.
         negatives: normal mammograms (files or folders) for backgrounds; ``None`` or empty
             trains on procedural backgrounds only. On resume ``None`` reuses the run's.
-        out_dir: the run folder; must be new or empty unless ``resume``.
+        config: the run config, an instance of the task's ``config_cls``
+            (:class:`~mcgenref.training.segmentor.TrainSegmentorConfig`,
+            :class:`~mcgenref.training.generator.TrainGeneratorConfig`); ``None`` means the
+            defaults, or, with ``resume``, the run's own ``config.json`` (a different config is
+            refused when resuming).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         steps: overrides ``config.steps`` (the schedule's length).
         resume: continue from ``out_dir/checkpoint`` (a fresh start if there is none yet).
-        pixel_spacing_mm: spacing of the negatives where their files record none.
+        pixel_spacing_mm: spacing of the negatives where their files record none; without
+            negatives, that of the procedural backgrounds.
         progress: show a progress bar (rank 0 only).
         stop_at_step: stop after this step as if interrupted (a checkpoint is written, no
             final model): for time-limited jobs, and to test resuming.
 
     Returns:
         A summary: ``run_dir``, ``model_dir`` (``None`` if stopped early), ``step``,
-        ``steps``, ``loss``, the task's metric (e.g. ``val_dice``), ``val_history``
-        [(step, metric)], ``seconds``,
+        ``steps``, ``loss``, the task's metric (``val_dice`` for the segmentor: Dice at
+        probability 0.5; ``val_loss`` for the generator: the validation rectified-flow loss,
+        lower is better), ``val_history`` [(step, metric)], ``seconds``,
         ``steps_per_second`` (this session), ``device``, ``world_size``, ``resumed_from``.
+
+    Raises:
+        ValueError: ``task`` names no task.
+        TypeError: ``config`` is not the task's config class.
+        McGenRefError: bad input (its subclasses; one line each).
     """
     from mcgenref.io import list_images
+
+    task_cls = task_class(task)
+    if config is not None and not isinstance(config, task_cls.config_cls):
+        raise TypeError(
+            f"config is a {type(config).__name__}; the {task_cls.__name__} trains with a "
+            f"{task_cls.config_cls.__name__}"
+        )
 
     out_dir = Path(out_dir)
     paths = [str(p) for p in list_images([Path(p) for p in negatives])] if negatives else None

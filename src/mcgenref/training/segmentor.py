@@ -3,15 +3,14 @@
 The loop (data by step, AdamW with warm-up and cosine decay, EMA, validation, checkpoints,
 exact resume, DDP) is :func:`mcgenref.training.loop.run_training`; this module is the
 segmentor's :class:`~mcgenref.training.loop.Task`: an attention U-Net trained with the Focal
-Tversky loss on (image, exact mask) pairs, validated by the Dice at probability 0.5. See
+Tversky loss on (image, exact mask) pairs, validated by the Dice at probability 0.5. Train it
+with ``run_training("segmentor", out_dir, negatives, config)``; see
 :mod:`mcgenref.training.loop` for the run folder it writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,6 @@ from mcgenref.training.loop import (
     Task,
     lr_at,
     resolve_device,
-    run_training,
 )
 
 __all__ = [
@@ -35,7 +33,6 @@ __all__ = [
     "focal_tversky_loss",
     "lr_at",
     "resolve_device",
-    "train_segmentor",
 ]
 
 
@@ -158,39 +155,3 @@ class SegmentorTask(Task):
     def extra(self) -> dict[str, Any]:
         return {"threshold_logit": 0.0}
 
-
-def train_segmentor(
-    config: TrainSegmentorConfig | None,
-    negatives: Sequence[str | Path] | None,
-    out_dir: str | Path,
-    device: str | torch.device = "auto",
-    steps: int | None = None,
-    resume: bool = False,
-    pixel_spacing_mm: float | tuple[float, float] | None = None,
-    progress: bool = True,
-    stop_at_step: int | None = None,
-) -> dict[str, Any]:
-    """Train the segmentor on synthetic MCs; write the run folder (:mod:`mcgenref.training.loop`).
-
-    Args:
-        config: the run config; ``None`` means the defaults, or, with ``resume``, the run's
-            own ``config.json`` (a different config is refused when resuming).
-        negatives: normal mammograms (files or folders) for backgrounds; ``None`` or empty
-            trains on procedural backgrounds only. On resume ``None`` reuses the run's.
-        out_dir: the run folder; must be new or empty unless ``resume``.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        steps: overrides ``config.steps`` (the schedule's length).
-        resume: continue from ``out_dir/checkpoint`` (a fresh start if there is none yet).
-        pixel_spacing_mm: spacing of the negatives where their files record none.
-        progress: show a progress bar (rank 0 only).
-        stop_at_step: stop after this step as if interrupted (a checkpoint is written, no
-            final model): for time-limited jobs, and to test resuming.
-
-    Returns:
-        A summary: ``run_dir``, ``model_dir`` (``None`` if stopped early), ``step``,
-        ``steps``, ``loss``, ``val_dice``, ``val_history`` [(step, Dice)], ``seconds``,
-        ``steps_per_second`` (this session), ``device``, ``world_size``, ``resumed_from``.
-    """
-    return run_training(SegmentorTask, config, negatives, out_dir, device=device, steps=steps,
-                        resume=resume, pixel_spacing_mm=pixel_spacing_mm, progress=progress,
-                        stop_at_step=stop_at_step)
