@@ -46,7 +46,7 @@ import torch
 import mcgenref
 from mcgenref.config import to_dict
 from mcgenref.errors import ConfigError, InputError, McGenRefError, McGenRefWarning
-from mcgenref.evaluation.clusters import ClusterRule
+from mcgenref.clusters import ClusterRule
 from mcgenref.inference.classical import ClassicalConfig, classical_score
 from mcgenref.inference.descriptors import DESCRIPTOR_RULE, describe_clusters
 from mcgenref.inference.postprocess import (
@@ -153,7 +153,7 @@ class SegmentConfig:
             most false clusters on film (measured on mini-MIAS normals), and the training
             patches (>= 95 % breast) rarely show it. Edges on the image border (the chest
             wall) are not skin and are not eroded. 0 disables it.
-        cluster_rule: how MCs are grouped (see mcgenref.evaluation.clusters).
+        cluster_rule: how MCs are grouped (see mcgenref.clusters).
         classical: the classical detector's scales.
         refine: run TT-GPR (:mod:`mcgenref.inference.refine`) on the model's logits; model
             method only.
