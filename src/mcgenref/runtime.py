@@ -228,10 +228,12 @@ def error_from_records(records: Sequence[tuple[str, str] | None]) -> McGenRefErr
 
 
 def share_error(error: McGenRefError | None, ddp: Distributed) -> McGenRefError | None:
-    """This rank's own error, else the first other rank's (a collective: every rank must call
-    it). Some checks run on rank 0 only (the output folder): every rank must learn of their
-    failure, or the others would wait for rank 0 in the next collective until the timeout."""
-    return error or error_from_records(gather(error_record(error), ddp))
+    """This rank's own error, else the first other rank's (a collective: every rank calls it,
+    failed or not). Some checks run on rank 0 only (the output folder): every rank must learn
+    of their failure, or the others would wait for rank 0 in the next collective until the
+    timeout."""
+    records = gather(error_record(error), ddp)  # also by a rank that failed: no short cut
+    return error or error_from_records(records)
 
 
 def rank_device(device: str, ddp: Distributed) -> str:
