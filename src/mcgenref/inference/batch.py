@@ -486,7 +486,7 @@ def _segment_batch(
         raise error
 
     mine = todo[ddp.rank :: ddp.world_size]
-    show = show_progress and ddp.rank == 0 and bool(mine)
+    show = show_progress and ddp.is_main and bool(mine)
     with progress_bar(enabled=show) as progress:
         task = progress.add_task("segmenting", total=len(mine))
 
@@ -510,7 +510,7 @@ def _segment_batch(
     fatal = result.fatal or error_from_records([g[2] for g in gathered])
 
     summary_error: McGenRefError | None = None
-    if ddp.rank == 0:
+    if ddp.is_main:
         try:
             write_summary(out, rows)
         except OutputError as exc:
