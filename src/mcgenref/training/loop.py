@@ -67,8 +67,6 @@ from mcgenref.models.checkpoint import (
     save_training_state,
     unflatten_optimizer_state,
 )
-from mcgenref.synthesis.config import SynthesisConfig
-from mcgenref.synthesis.patches import NegativePatchSampler, PatchSamplerConfig
 from mcgenref.runtime import (
     Autocast,
     Distributed,
@@ -78,6 +76,8 @@ from mcgenref.runtime import (
     share_error,
     teardown_distributed,
 )
+from mcgenref.synthesis.config import SynthesisConfig
+from mcgenref.synthesis.patches import NegativePatchSampler, PatchSamplerConfig
 from mcgenref.synthesis.sample import Sample, generate_sample, sample_seed
 
 # Autocast and resolve_device live in mcgenref.runtime; named here for the tasks' modules
