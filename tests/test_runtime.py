@@ -85,6 +85,7 @@ def test_error_records_rebuild_the_first_failure() -> None:
 
 SCRIPT = textwrap.dedent('''
     import json, sys
+    from pathlib import Path
     from mcgenref.errors import OutputError
     from mcgenref import runtime
 
@@ -93,9 +94,11 @@ SCRIPT = textwrap.dedent('''
     error = OutputError(f"rank {ddp.rank} cannot write") if ddp.rank == 1 else None
     shared = runtime.share_error(error, ddp)
     everyone = runtime.gather(ddp.rank * 10, ddp)
-    print(json.dumps({"rank": ddp.rank, "world_size": ddp.world_size, "owns": ddp.owns_group,
-                      "main": runtime.is_main_process(), "kind": type(shared).__name__,
-                      "error": str(shared), "gathered": everyone}))
+    # one file per rank: two ranks printing to one pipe can interleave their lines
+    record = {"rank": ddp.rank, "world_size": ddp.world_size, "owns": ddp.owns_group,
+              "main": runtime.is_main_process(), "kind": type(shared).__name__,
+              "error": str(shared), "gathered": everyone}
+    Path(sys.argv[1], f"rank{ddp.rank}.json").write_text(json.dumps(record))
     runtime.teardown_distributed(ddp)
 ''')
 
@@ -103,10 +106,9 @@ SCRIPT = textwrap.dedent('''
 def test_two_torchrun_ranks_share_one_ranks_error(tmp_path: Path) -> None:
     script = tmp_path / "ranks.py"
     script.write_text(SCRIPT)
-    result = torchrun_cpu(script, [], timeout=120)
+    result = torchrun_cpu(script, [str(tmp_path)], timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = sorted((json.loads(l) for l in result.stdout.splitlines() if l.startswith("{")),
-                   key=lambda r: r["rank"])
+    lines = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["rank"] for r in lines] == [0, 1]
     for r in lines:
         assert r["world_size"] == 2 and r["owns"]
