@@ -7,7 +7,7 @@ What it does (details and the reading of the results: ``docs/realism.md``):
 
 (a) Real MCs. Each mini-MIAS CALC image present is read at 0.2 mm, its breast segmented (the
     pectoral muscle excluded) and normalised inside the breast (1st/99th percentile -> 0/1). The
-    spot detector of :mod:`mcgenref.evaluation.realism` runs inside every cluster circle of
+    spot detector of :mod:`mcgenref.spots` runs inside every cluster circle of
     ``Info.txt`` (intersected with the breast) and every candidate is measured. The same
     detector also runs in the (skin-eroded) breasts of normal images: the reference for what it
     finds where there is no MC. A cluster candidate is kept as "MC-like" when its CNR is above
@@ -55,12 +55,12 @@ from mcgenref.datasets import mias  # noqa: E402
 from mcgenref.errors import McGenRefWarning  # noqa: E402
 from mcgenref.evaluation.realism import (  # noqa: E402
     PROFILE_RADII_MM,
-    find_spot_candidates,
     ks_statistic,
     measure_spots,
     power_spectrum_slope,
     summarise,
 )
+from mcgenref.spots import find_spot_candidates  # noqa: E402
 
 SPACING = (mias.MIAS_PIXEL_SPACING_MM, mias.MIAS_PIXEL_SPACING_MM)
 PATCH = 256

@@ -108,10 +108,7 @@ def variant_monai(dicom: Path, model: Path, device: str, repeats: int) -> dict:
     with torch.inference_mode():
         for i in range(repeats + 1):
             t0 = time.perf_counter()
-            if seg.autocast is not None:
-                with torch.autocast(seg.device.type, dtype=seg.autocast):
-                    out = sliding_window_inference(x, (256, 256), 1, seg.model)
-            else:
+            with seg.autocast():
                 out = sliding_window_inference(x, (256, 256), 1, seg.model)
             out.float().cpu()
             if i:  # the first run is the warm-up

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mcgenref.evaluation.realism import (find_spot_candidates, ks_statistic, measure_spots,
-                                         power_spectrum_slope)
+from mcgenref.evaluation.realism import ks_statistic, measure_spots, power_spectrum_slope
+from mcgenref.spots import find_spot_candidates
 
 
 def _gauss_image(spacing, sigma_mm, amp, centres, shape=(128, 128), noise=0.01, seed=0):

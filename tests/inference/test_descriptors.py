@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mcgenref.evaluation.clusters import ClusterRule
+from mcgenref.clusters import ClusterRule
 from mcgenref.inference.descriptors import (
     DISTRIBUTIONS,
     centroid_shape,

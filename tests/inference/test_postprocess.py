@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mcgenref.evaluation.clusters import ClusterRule
+from mcgenref.clusters import ClusterRule
 from mcgenref.inference.postprocess import find_calcifications
 
 

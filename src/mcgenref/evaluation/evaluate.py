@@ -21,7 +21,7 @@ What is computed (see :mod:`mcgenref.evaluation.metrics` for the formulas and 0/
   are the 8-connected components of ``mask & breast`` (centroid position), true MCs the
   annotated points or the truth mask's component centroids; hit within ``tolerance_mm``;
 * cluster metrics at the operating point, where the truth has cluster circles or is normal:
-  predicted MCs grouped by :func:`mcgenref.evaluation.clusters.group_clusters` (scores = peak
+  predicted MCs grouped by :func:`mcgenref.clusters.group_clusters` (scores = peak
   probabilities), a circle found within ``cluster_tolerance_mm``;
 * FROC curves for objects and clusters by sweeping a threshold over ``<stem>_prob.png``:
   at each threshold the detections are the components of ``prob >= t`` (positions = peak
@@ -52,7 +52,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mcgenref.errors import ConfigError, InputError
-from mcgenref.evaluation.clusters import ClusterRule, group_clusters
+from mcgenref.clusters import ClusterRule, group_clusters
 from mcgenref.evaluation.metrics import (
     CPM_FP_RATES,
     PIXEL_METRIC_NAMES,

@@ -78,7 +78,7 @@ def generator_quality(
     from mcgenref.inference.refine import project
     from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
     from mcgenref.training.generator import TrainGeneratorConfig, generator_condition
-    from mcgenref.training.loop import resolve_device
+    from mcgenref.runtime import resolve_device
 
     config = config or TrainGeneratorConfig()
     dev = resolve_device(device)

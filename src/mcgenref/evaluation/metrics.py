@@ -26,7 +26,7 @@ each peak pixel with the lowest threshold at which it is still the peak of its o
 (``alive_from``): a peak is a detection for ``alive_from <= t <= peak`` (components only merge
 as ``t`` falls), so blobs that break in two at higher thresholds count as two there. At each
 threshold, MCs are matched to the truth, or grouped into clusters
-(:func:`mcgenref.evaluation.clusters.group_clusters`) and matched to the cluster circles.
+(:func:`mcgenref.clusters.group_clusters`) and matched to the cluster circles.
 Object FROC: sensitivity = Σ tp / Σ n_truth against false positives per image = Σ fp / n_images
 (and per cm² of breast). Cluster FROC: sensitivity = Σ found / Σ labelled clusters (abnormal
 images) against false clusters per **normal** image; unmatched clusters on abnormal images are
@@ -50,7 +50,7 @@ from scipy.sparse.csgraph import maximum_bipartite_matching
 from scipy.spatial import cKDTree
 
 from mcgenref.errors import ConfigError, InputError
-from mcgenref.evaluation.clusters import ClusterRule, group_clusters
+from mcgenref.clusters import ClusterRule, group_clusters
 
 #: 8-connectivity for components.
 _STRUCTURE = np.ones((3, 3), dtype=bool)

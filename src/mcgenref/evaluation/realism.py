@@ -6,12 +6,11 @@ Every size is in millimetres and converted with the image's pixel spacing ``(row
 intensities are the normalised ones of :class:`mcgenref.io.normalize.Normalization`
 (0 ~ 1st, 1 ~ 99th percentile inside the breast; MCs are bright).
 
-Detector (:func:`find_spot_candidates`)
-    A deliberately simple, label-free one: difference of Gaussians (``sigma_mm`` minus
-    ``background_sigma_mm``), local maxima of the response at least ``min_distance_mm`` apart
-    inside a region, above ``threshold``, the ``max_candidates`` strongest kept. It finds MCs
-    and, just as happily, noise and texture peaks; that is why the benchmark also runs it on
-    normal tissue, as the reference for "what a peak with no MC looks like".
+Detector
+    The benchmark finds spots with the project's one DoG detector,
+    :func:`mcgenref.spots.find_spot_candidates`. It finds MCs and, just as happily, noise and
+    texture peaks; that is why the benchmark also runs it on normal tissue, as the reference
+    for "what a peak with no MC looks like".
 
 Measurement (:func:`measure_spots`), per position
     * the position is refined to the brightest pixel of its 3 x 3 neighbourhood, then to a
@@ -43,6 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from mcgenref.errors import InputError
+from mcgenref.spots import sigma_px, spacing_pair
 
 #: Radii (mm) at which :func:`measure_spots` samples the radial profile.
 PROFILE_RADII_MM = np.round(np.arange(0.0, 1.0001, 0.1), 3)
@@ -53,75 +53,6 @@ _N_ANGLES = 16
 #: Default frequency band (cycles/mm) for beta: above the breast-size/windowing range and
 #: below the film-grain / quantisation noise floor of 200 um scanned film (Nyquist 2.5 c/mm).
 DEFAULT_BETA_BAND_CPMM = (0.1, 0.8)
-
-
-def _spacing(spacing_mm) -> tuple[float, float]:
-    if np.isscalar(spacing_mm):
-        s = float(spacing_mm)
-        return s, s
-    sr, sc = (float(v) for v in spacing_mm)
-    if sr <= 0 or sc <= 0:
-        raise InputError(f"pixel spacing must be positive, got {spacing_mm}")
-    return sr, sc
-
-
-def _sigma_px(sigma_mm: float, spacing: tuple[float, float]) -> tuple[float, float]:
-    return sigma_mm / spacing[0], sigma_mm / spacing[1]
-
-
-def dog_response(image: np.ndarray, spacing_mm, sigma_mm: float = 0.15,
-                 background_sigma_mm: float = 0.6) -> np.ndarray:
-    """Difference of Gaussians in mm: ``G(sigma_mm) * I - G(background_sigma_mm) * I``."""
-    sp = _spacing(spacing_mm)
-    img = np.asarray(image, dtype=np.float32)
-    fine = ndimage.gaussian_filter(img, _sigma_px(sigma_mm, sp), mode="reflect")
-    coarse = ndimage.gaussian_filter(img, _sigma_px(background_sigma_mm, sp), mode="reflect")
-    return fine - coarse
-
-
-def find_spot_candidates(image_norm: np.ndarray, spacing_mm, region: np.ndarray, *,
-                         sigma_mm: float = 0.15, background_sigma_mm: float = 0.6,
-                         min_distance_mm: float = 0.5, threshold: float = 0.0,
-                         max_candidates: int | None = None,
-                         return_scores: bool = False):
-    """Local maxima of a DoG response inside ``region``; strongest first.
-
-    Parameters
-    ----------
-    image_norm : 2-D normalised image.
-    spacing_mm : (row, col) pixel spacing in mm (or one number).
-    region : boolean mask of where a candidate may sit (same shape).
-    sigma_mm, background_sigma_mm : the two Gaussian scales of the DoG, in mm.
-    min_distance_mm : maxima closer than this (a square window of this half-width) are merged.
-    threshold : minimum DoG response (normalised-intensity units).
-    max_candidates : keep at most this many (the strongest); ``None`` keeps all.
-    return_scores : also return the DoG responses of the kept maxima.
-
-    Returns
-    -------
-    ``(n, 2)`` int array of (row, col), sorted by decreasing response (and the scores).
-    """
-    img = np.asarray(image_norm, dtype=np.float32)
-    if img.ndim != 2:
-        raise InputError(f"expected a 2-D image, got shape {img.shape}")
-    region = np.asarray(region, dtype=bool)
-    if region.shape != img.shape:
-        raise InputError(f"region shape {region.shape} != image shape {img.shape}")
-    sp = _spacing(spacing_mm)
-    resp = dog_response(img, sp, sigma_mm, background_sigma_mm)
-    half = (max(1, int(round(min_distance_mm / sp[0]))), max(1, int(round(min_distance_mm / sp[1]))))
-    size = (2 * half[0] + 1, 2 * half[1] + 1)
-    local_max = ndimage.maximum_filter(resp, size=size, mode="nearest")
-    peaks = (resp == local_max) & region & (resp > threshold)
-    rows, cols = np.nonzero(peaks)
-    scores = resp[rows, cols]
-    order = np.argsort(-scores, kind="stable")
-    if max_candidates is not None:
-        order = order[: int(max_candidates)]
-    pos = np.stack([rows[order], cols[order]], axis=1).astype(np.int64)
-    if return_scores:
-        return pos, scores[order].astype(np.float64)
-    return pos
 
 
 def _highpass_gain(sigma_px: tuple[float, float]) -> float:
@@ -150,7 +81,7 @@ def measure_spots(image_norm: np.ndarray, spacing_mm, positions, *,
     img = np.asarray(image_norm, dtype=np.float64)
     if img.ndim != 2:
         raise InputError(f"expected a 2-D image, got shape {img.shape}")
-    sp = _spacing(spacing_mm)
+    sp = spacing_pair(spacing_mm)
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
     n = len(pos)
     radii = np.asarray(radii_mm, dtype=np.float64)
@@ -202,7 +133,7 @@ def measure_spots(image_norm: np.ndarray, spacing_mm, positions, *,
     rr = np.clip(rr, 0, H - 1)
     cc_ = np.clip(cc_, 0, W - 1)
     ring = np.where(ann, img[rr, cc_], np.nan)
-    sig_hp = _sigma_px(noise_sigma_mm, sp)
+    sig_hp = sigma_px(noise_sigma_mm, sp)
     hp = img - ndimage.gaussian_filter(img, sig_hp, mode="reflect")
     ring_hp = np.where(ann, hp[rr, cc_], np.nan)
     with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -252,7 +183,7 @@ def _own_power_spectrum_slope(patch: np.ndarray, spacing_mm,
     p = np.asarray(patch, dtype=np.float64)
     if p.ndim != 2 or min(p.shape) < 16:
         raise InputError(f"need a 2-D patch of at least 16 x 16, got {p.shape}")
-    sp = _spacing(spacing_mm)
+    sp = spacing_pair(spacing_mm)
     p = p - p.mean()
     win = np.outer(np.hanning(p.shape[0]), np.hanning(p.shape[1]))
     ps = np.abs(np.fft.fft2(p * win)) ** 2
@@ -290,7 +221,7 @@ def power_spectrum_slope(patch: np.ndarray, spacing_mm,
     except ImportError:  # pragma: no cover - the synthesis package always ships it
         return _own_power_spectrum_slope(patch, spacing_mm, band_cpmm)
     try:
-        return float(_synth_slope(patch, _spacing(spacing_mm), band_cpmm[0], band_cpmm[1]))
+        return float(_synth_slope(patch, spacing_pair(spacing_mm), band_cpmm[0], band_cpmm[1]))
     except ValueError as exc:
         raise InputError(str(exc)) from None
 

@@ -56,6 +56,16 @@ from mcgenref.errors import (
     McGenRefWarning,
     OutputError,
 )
+from mcgenref.runtime import (
+    Distributed,
+    error_from_records,
+    error_record,
+    gather,
+    rank_device,
+    setup_distributed,
+    share_error,
+    teardown_distributed,
+)
 
 #: The batch's summary, in the output folder.
 SUMMARY_NAME = "summary.csv"
@@ -381,61 +391,6 @@ def run_jobs(segmenter: Any, jobs: Sequence[Job], out: Path, workers: int = 2,
     return JobsResult([rows[i] for i in sorted(rows)], errors, fatal[0] if fatal else None)
 
 
-# --------------------------------------------------------------------------- torchrun
-
-
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-
-def _setup_distributed() -> _Dist:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist()
-    import torch.distributed as dist
-
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), local_rank)
-    # gloo whatever the device: only small Python objects are exchanged, never tensors
-    dist.init_process_group(backend="gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=True)
-
-
-def _gather(obj: Any, ddp: _Dist) -> list[Any]:
-    """Every rank's ``obj`` on every rank (also a barrier); ``[obj]`` without torchrun."""
-    if ddp.world_size <= 1:
-        return [obj]
-    import torch.distributed as dist
-
-    everyone: list[Any] = [None] * ddp.world_size
-    dist.all_gather_object(everyone, obj)
-    return everyone
-
-
-def _first_error(errors: Sequence[tuple[str, str] | None]) -> McGenRefError | None:
-    first = next((e for e in errors if e is not None), None)
-    return None if first is None else _ERROR_KINDS.get(first[0], McGenRefError)(first[1])
-
-
-def _as_pair(exc: McGenRefError | None) -> tuple[str, str] | None:
-    return None if exc is None else (type(exc).__name__, str(exc))
-
-
-def _rank_device(device: str, ddp: _Dist) -> str:
-    """Under torchrun each rank takes its own GPU (``cuda:LOCAL_RANK``)."""
-    if ddp.world_size > 1 and device in ("auto", "cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{ddp.local_rank}"
-    return device
-
-
 # --------------------------------------------------------------------------- the batch
 
 
@@ -471,7 +426,8 @@ def segment_batch(
     """
     t_start = time.perf_counter()
     out = Path(out)
-    ddp = _setup_distributed()
+    # gloo whatever the device: only small Python objects are exchanged, never tensors
+    ddp = setup_distributed("gloo")
     synchronised = False
     try:
         try:
@@ -484,20 +440,13 @@ def segment_batch(
         summary["seconds"] = round(time.perf_counter() - t_start, 3)
         return summary
     finally:
-        if ddp.owns_group:
-            import torch.distributed as dist
-
-            if synchronised:
-                # rank 0 hosts the rendezvous store: no rank may tear the group down while
-                # another still uses it (as in mcgenref.training.segmentor)
-                dist.barrier()
-            dist.destroy_process_group()
+        teardown_distributed(ddp, synchronised)
 
 
 def _segment_batch(
     inputs: Sequence[str | Path], out: Path, config: Any, model_path: Path | None, device: str,
     pixel_spacing_mm: float | tuple[float, float] | None, overwrite: bool, workers: int,
-    show_progress: bool, ddp: _Dist, generator_path: Path | None = None,
+    show_progress: bool, ddp: Distributed, generator_path: Path | None = None,
 ) -> dict[str, Any]:
     from mcgenref.inference.segment import Segmenter, is_done
     from mcgenref.io.atomic import check_writable_dir
@@ -514,7 +463,7 @@ def _segment_batch(
             raise ConfigError("no input image to segment")
         jobs = make_jobs(paths)
         check_writable_dir(out)
-        segmenter = Segmenter(config, model_path, _rank_device(device, ddp),
+        segmenter = Segmenter(config, model_path, rank_device(device, ddp),
                               pixel_spacing_mm=pixel_spacing_mm, generator_path=generator_path)
         settings = segmenter.settings()
         for i, job in enumerate(jobs):
@@ -532,12 +481,12 @@ def _segment_batch(
         error = exc
     # every rank planned from the same files before any rank starts writing (this collective
     # is the barrier), so the shares agree; an error on one rank stops them all, none hangs
-    error = error or _first_error(_gather(_as_pair(error), ddp))
+    error = share_error(error, ddp)
     if error is not None:
         raise error
 
     mine = todo[ddp.rank :: ddp.world_size]
-    show = show_progress and ddp.rank == 0 and bool(mine)
+    show = show_progress and ddp.is_main and bool(mine)
     with progress_bar(enabled=show) as progress:
         task = progress.add_task("segmenting", total=len(mine))
 
@@ -550,7 +499,7 @@ def _segment_batch(
         result = run_jobs(segmenter, [job for _, job in mine], out, workers, on_row)
     index = {job.prefix: i for i, job in enumerate(jobs)}
     kinds = {prefix: type(exc).__name__ for prefix, exc in result.errors.items()}
-    gathered = _gather((result.rows, kinds, _as_pair(result.fatal)), ddp)
+    gathered = gather((result.rows, kinds, error_record(result.fatal)), ddp)
     rows_by_index = dict(skipped)
     all_kinds: dict[str, str] = {}
     for rank_rows, rank_kinds, _ in gathered:
@@ -558,17 +507,17 @@ def _segment_batch(
         for row in rank_rows:
             rows_by_index[index[row["prefix"]]] = row
     rows = [rows_by_index[i] for i in sorted(rows_by_index)]
-    fatal = result.fatal or _first_error([g[2] for g in gathered])
+    fatal = result.fatal or error_from_records([g[2] for g in gathered])
 
     summary_error: McGenRefError | None = None
-    if ddp.rank == 0:
+    if ddp.is_main:
         try:
             write_summary(out, rows)
         except OutputError as exc:
             summary_error = exc
     if fatal is not None:
         raise fatal  # the summary was written if the folder still took it; its error is moot
-    summary_error = summary_error or _first_error(_gather(_as_pair(summary_error), ddp))
+    summary_error = share_error(summary_error, ddp)
     if summary_error is not None:
         raise summary_error
     return {

@@ -4,7 +4,8 @@ The yardstick every learned result in this project is compared with (METHOD sect
 On the normalised image (see docs/architecture.md), all scales in mm:
 
 - spot signal ``d = G(sigma_spot) * x - G(sigma_background) * x`` (a band-pass matched to
-  0.1-1 mm bright specks; ``G(s)`` a Gaussian of standard deviation ``s``);
+  0.1-1 mm bright specks; ``G(s)`` a Gaussian of standard deviation ``s``): the project's one
+  DoG, :func:`mcgenref.spots.dog_response`;
 - local noise ``n``: the local spread of ``d`` itself, ``1.2533 * G(sigma_noise) * |d|``
   (the mean absolute deviation of a zero-mean Gaussian variable times sqrt(pi/2) is its
   standard deviation). Measuring the spread of the band-pass response, not of the finest
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from mcgenref.spots import dog_response, sigma_px
 
 
 @dataclass(frozen=True)
@@ -59,19 +62,13 @@ class ClassicalConfig:
             raise ValueError("sigma_noise_mm and cnr_half must be > 0")
 
 
-def _sigma_px(sigma_mm: float, spacing_mm: tuple[float, float], floor: float = 0.0) -> list[float]:
-    return [max(floor, sigma_mm / s) for s in spacing_mm]
-
-
 def classical_cnr(
     image: np.ndarray, spacing_mm: tuple[float, float], config: ClassicalConfig
 ) -> np.ndarray:
     """The DoG contrast-to-noise map (float32, same shape) of a normalised image."""
-    x = image.astype(np.float32, copy=False)
-    spot = ndimage.gaussian_filter(x, _sigma_px(config.sigma_spot_mm, spacing_mm, 0.5))
-    background = ndimage.gaussian_filter(x, _sigma_px(config.sigma_background_mm, spacing_mm))
-    d = spot - background
-    noise = 1.2533 * ndimage.gaussian_filter(np.abs(d), _sigma_px(config.sigma_noise_mm, spacing_mm))
+    d = dog_response(image, spacing_mm, config.sigma_spot_mm, config.sigma_background_mm,
+                     min_sigma_px=0.5)
+    noise = 1.2533 * ndimage.gaussian_filter(np.abs(d), sigma_px(config.sigma_noise_mm, spacing_mm))
     return (d / np.maximum(noise, 1e-4)).astype(np.float32)
 
 

@@ -10,7 +10,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 
-from mcgenref.evaluation.clusters import ClusterRule, group_clusters, points_px_to_mm
+from mcgenref.clusters import ClusterRule, group_clusters, points_px_to_mm
 from mcgenref.io.display import display_uint8
 
 CSV_COLUMNS = (
@@ -55,7 +55,7 @@ def find_calcifications(
 ) -> Detections:
     """Threshold, label (8-connectivity), measure each MC, and group MCs into clusters.
 
-    Cluster scores follow :func:`mcgenref.evaluation.clusters.group_clusters` (the
+    Cluster scores follow :func:`mcgenref.clusters.group_clusters` (the
     ``min_count``-th strongest member's peak probability).
     """
     mask = (prob >= threshold) & region

@@ -54,7 +54,6 @@ gets.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -67,6 +66,7 @@ from torch.nn import functional as F
 from mcgenref.flow.rectified import euler_sample, partial_start
 from mcgenref.flow.seeds import SeedConfig, render_seed_map, seeds_from_probability
 from mcgenref.models.generator import guided_velocity
+from mcgenref.runtime import Autocast
 
 __all__ = ["RefineConfig", "RefineResult", "Refiner", "plan_windows", "project"]
 
@@ -203,7 +203,7 @@ def plan_windows(
 @torch.no_grad()
 def project(
     generator: nn.Module, observed: Tensor, seed_map: Tensor, noise: Tensor, t_start: float,
-    steps: int, guidance: float = 1.0, autocast: Callable[[], Any] | None = None,
+    steps: int, guidance: float = 1.0, autocast: Autocast | None = None,
     residual_scale: float = 10.0,
 ) -> Tensor:
     """Generator projections of ``observed`` [N, 1, H, W] under ``seed_map`` [N, 1, H, W].
@@ -255,23 +255,18 @@ class Refiner:
     """TT-GPR with a frozen segmentor and generator (both in eval mode, on ``device``)."""
 
     def __init__(self, segmentor: nn.Module, generator: nn.Module, config: RefineConfig,
-                 device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
+                 device: torch.device | str = "cpu", autocast: Autocast | None = None,
                  residual_scale: float = 10.0) -> None:
         self.segmentor = segmentor
         self.generator = generator
         self.residual_scale = residual_scale
         self.config = config
         self.device = torch.device(device)
-        self.autocast_dtype = autocast_dtype
-
-    def _autocast(self) -> Any:
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        self.autocast = autocast or Autocast(self.device.type)  # fp32 unless given
 
     @torch.no_grad()
     def _segment(self, x: Tensor) -> Tensor:
-        with self._autocast():
+        with self.autocast():
             return self.segmentor(x).float()
 
     def _project(self, y: Tensor, seed_map: Tensor, noise: Tensor) -> Tensor:
@@ -281,7 +276,7 @@ class Refiner:
         return project(
             self.generator, y.expand(b, k, h, w).reshape(b * k, 1, h, w),
             seed_map.expand(b, k, h, w).reshape(b * k, 1, h, w), noise.reshape(b * k, 1, h, w),
-            c.t_start, c.sampler_steps, c.guidance, self._autocast, self.residual_scale,
+            c.t_start, c.sampler_steps, c.guidance, self.autocast, self.residual_scale,
         )
 
     def _noise(self, windows: list[int], round_index: int, shape: tuple[int, int]) -> Tensor:

@@ -41,12 +41,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 import mcgenref
 from mcgenref.config import to_dict
 from mcgenref.errors import ConfigError, InputError, McGenRefError, McGenRefWarning
-from mcgenref.evaluation.clusters import ClusterRule
+from mcgenref.clusters import ClusterRule
 from mcgenref.inference.classical import ClassicalConfig, classical_score
 from mcgenref.inference.descriptors import DESCRIPTOR_RULE, describe_clusters
 from mcgenref.inference.postprocess import (
@@ -66,6 +65,7 @@ from mcgenref.io.atomic import (
 )
 from mcgenref.io.meta import ImageMeta
 from mcgenref.io.resample import resample, resample_to_shape, zoom_factors
+from mcgenref.runtime import Autocast, resolve_device
 
 #: The breast region the MC search uses excludes a margin at the skin line (see
 #: mcgenref.io.breast); the probability is 0 outside it.
@@ -153,7 +153,7 @@ class SegmentConfig:
             most false clusters on film (measured on mini-MIAS normals), and the training
             patches (>= 95 % breast) rarely show it. Edges on the image border (the chest
             wall) are not skin and are not eroded. 0 disables it.
-        cluster_rule: how MCs are grouped (see mcgenref.evaluation.clusters).
+        cluster_rule: how MCs are grouped (see mcgenref.clusters).
         classical: the classical detector's scales.
         refine: run TT-GPR (:mod:`mcgenref.inference.refine`) on the model's logits; model
             method only.
@@ -239,8 +239,6 @@ class Segmenter:
         pixel_spacing_mm: float | tuple[float, float] | None = None,
         generator_path: str | Path | None = None,
     ) -> None:
-        from mcgenref.training.loop import resolve_device
-
         self.config = config or SegmentConfig()
         self.pixel_spacing_mm = pixel_spacing_mm
         self.model = None
@@ -263,9 +261,7 @@ class Segmenter:
             self._read_contract(path)
         self.threshold = self._threshold()
         self.batch_size = self.config.batch_size or (8 if self.device.type == "cuda" else 2)
-        self.autocast = None
-        if self.device.type == "cuda":
-            self.autocast = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.autocast = Autocast.for_device(self.device)  # fp32 on CPU
         self.refiner: Refiner | None = None
         self.generator_info: dict[str, Any] | None = None
         if self.config.refine:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.utils import BlendMode
+
+from mcgenref.runtime import Autocast
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def sliding_window_logits(
     overlap: float = 0.25,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
-    autocast_dtype: torch.dtype | None = None,
+    autocast: Autocast | None = None,
 ) -> SlidingWindowResult:
     """Blend ``predict`` over windows that touch ``region``.
 
@@ -47,7 +50,7 @@ def sliding_window_logits(
         region: bool [H, W]; windows without any True pixel are skipped.
         predict: maps float32 [B, 1, w, w] on ``device`` to logits [B, 1, w, w].
         window_px: window side; the image is padded (edge values) when smaller.
-        autocast_dtype: run ``predict`` under ``torch.autocast`` with this dtype (GPU).
+        autocast: the mixed precision ``predict`` runs in (``None``: fp32).
     """
     h, w = image.shape
     ph, pw = max(h, window_px), max(w, window_px)
@@ -73,10 +76,7 @@ def sliding_window_logits(
             batch = torch.stack([source[s] for s in batch_slices])[:, None]
             t0 = time.perf_counter()
             batch = batch.to(device, non_blocking=True)
-            if autocast_dtype is not None:
-                with torch.autocast(device_type=device.type, dtype=autocast_dtype):
-                    out = predict(batch)
-            else:
+            with autocast() if autocast is not None else nullcontext():
                 out = predict(batch)
             out = out.float().cpu().numpy()[:, 0]
             network_s += time.perf_counter() - t0

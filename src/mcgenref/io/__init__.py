@@ -1,4 +1,13 @@
-"""Reading mammograms, breast masks, intensity normalisation and atomic writing."""
+"""Reading and writing images and the files around them (imports no stage above it).
+
+Modules: :mod:`.readers` (DICOM / PNG / PGM / TIFF -> float32 image + :class:`ImageMeta`),
+:mod:`.meta` (the per-image record), :mod:`.spacing` (pixel spacing text and checks),
+:mod:`.breast` (breast and pectoral masks), :mod:`.normalize` (intensity normalisation inside
+the breast), :mod:`.resample` (between pixel grids), :mod:`.display` (8-bit windows for
+previews), :mod:`.atomic` (atomic writes), :mod:`.predictions` (the prediction-folder format:
+names, encodings, done-marker, reading a folder back), :mod:`.dicom_seg` (the DICOM SEG of a
+mask), :mod:`.dicom_write` (a minimal DICOM MG from pixels).
+"""
 
 from mcgenref.io.breast import BreastRegion, segment_breast
 from mcgenref.io.meta import DEFAULT_PIXEL_SPACING_MM, ImageMeta

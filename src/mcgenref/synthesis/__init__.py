@@ -5,6 +5,13 @@ geometry (clusters and isolated MCs, sizes in mm), :func:`render_sample` inserts
 normalised background (partial volume, Beer-Lambert contrast damped by dense tissue, PSF,
 signal-dependent noise, CNR-gated exact mask), and :func:`procedural_background` provides
 power-law backgrounds when no real negatives are given.
+
+Modules: :mod:`.config` (:class:`SynthesisConfig` and its parts), :mod:`.geometry` (the
+replayable parameter records and their draw), :mod:`.render` (the image-formation model),
+:mod:`.background` (procedural backgrounds, power-spectrum slope), :mod:`.patches` (negative
+patches from normal mammograms), :mod:`.sample` (seeds, records, replay), :mod:`.dataset`
+(torch datasets on the fly, fixed sets on disk), :mod:`.example` (the generated example
+mammogram). Imports none of models, flow, training, inference, evaluation.
 """
 
 from mcgenref.synthesis.background import (

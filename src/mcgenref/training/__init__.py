@@ -1,4 +1,10 @@
-"""Training: one loop, two tasks.
+"""Training on synthetic MCs: one loop, one task per network (imports neither inference nor
+evaluation).
+
+Modules: :mod:`.loop` (:func:`~mcgenref.training.loop.run_training`: data by step, AdamW,
+EMA, validation, checkpoints, exact resume, DDP; :class:`~mcgenref.training.loop.Task`),
+:mod:`.segmentor` (the segmentor's task, Focal Tversky loss), :mod:`.generator` (the
+generator's task, weighted rectified flow on the residual, its condition).
 
 :func:`run_training` (:mod:`mcgenref.training.loop`) is the one way to train, for both
 networks: ``run_training("segmentor", out_dir, negatives, config)`` or

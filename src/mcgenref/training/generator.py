@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mcgenref.evaluation.realism import find_spot_candidates
+from mcgenref.spots import find_spot_candidates
 from mcgenref.flow.rectified import TimeDistribution, rectified_flow_loss
 from mcgenref.flow.seeds import Seed, SeedConfig, render_seed_map, seeds_from_records
 from mcgenref.models.generator import GeneratorConfig, build_generator, drop_condition

@@ -44,8 +44,7 @@ import os
 import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -68,16 +67,24 @@ from mcgenref.models.checkpoint import (
     save_training_state,
     unflatten_optimizer_state,
 )
+from mcgenref.runtime import (
+    Autocast,
+    Distributed,
+    process_group_backend,
+    resolve_device,
+    setup_distributed,
+    share_error,
+    teardown_distributed,
+)
 from mcgenref.synthesis.config import SynthesisConfig
 from mcgenref.synthesis.patches import NegativePatchSampler, PatchSamplerConfig
 from mcgenref.synthesis.sample import Sample, generate_sample, sample_seed
 
+# Autocast and resolve_device live in mcgenref.runtime; named here for the tasks' modules
 __all__ = [
-    "LoopConfig", "Task", "TaskName", "lr_at", "resolve_device", "run_training", "step_generator",
-    "task_class",
+    "Autocast", "LoopConfig", "Task", "TaskName", "lr_at", "resolve_device", "run_training",
+    "step_generator", "task_class",
 ]
-
-Autocast = Callable[[], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -319,57 +326,6 @@ def _validate(
 # --------------------------------------------------------------------------- setup helpers
 
 
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-
-def _setup_distributed(device_request: str) -> _Dist:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist()
-    if dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    wants_cuda = device_request.startswith("cuda") or (
-        device_request == "auto" and torch.cuda.is_available()
-    )
-    dist.init_process_group(backend="nccl" if wants_cuda else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), True)
-
-
-def resolve_device(device: str | torch.device, local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` under torchrun -> its local GPU."""
-    text = str(device)
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(text)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r}: expected auto, cpu or cuda") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA GPU is available (use --device cpu)")
-        if resolved.index is None:
-            resolved = torch.device("cuda", local_rank)
-        torch.cuda.set_device(resolved)
-    elif resolved.type != "cpu":
-        raise ConfigError(f"--device {device!r}: expected auto, cpu or cuda")
-    return resolved
-
-
-def _amp_dtype(config: LoopConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.amp == "none":
-        return None
-    if config.amp == "fp16":
-        return torch.float16
-    if config.amp == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
 def _model_extra(task: Task, sampler: NegativePatchSampler | None) -> dict[str, Any]:
     """The conventions the model expects, stored in model.json's ``extra``."""
     config = task.config
@@ -551,8 +507,8 @@ def run_training(
 
     out_dir = Path(out_dir)
     paths = [str(p) for p in list_images([Path(p) for p in negatives])] if negatives else None
-    ddp = _setup_distributed(str(device))
-    main_process = ddp.rank == 0
+    ddp = setup_distributed(process_group_backend(str(device)))
+    main_process = ddp.is_main
     error: McGenRefError | None = None
     try:
         device = resolve_device(device, ddp.local_rank)
@@ -563,31 +519,23 @@ def run_training(
             check_writable_dir(out_dir)
     except McGenRefError as exc:
         error = exc
-    if ddp.world_size > 1:
-        # some checks run on rank 0 only (the run folder): every rank must learn of a failure,
-        # or the others would wait for rank 0 in the first collective until the timeout
-        kinds = {cls.__name__: cls for cls in (ConfigError, InputError, OutputError, McGenRefError)}
-        mine = None if error is None else (type(error).__name__, str(error))
-        errors: list[tuple[str, str] | None] = [None] * ddp.world_size
-        dist.all_gather_object(errors, mine)
-        first = next((e for e in errors if e is not None), None)
-        if first is not None and error is None:
-            error = kinds.get(first[0], McGenRefError)(first[1])
+    # some checks run on rank 0 only (the run folder): every rank learns of a failure
+    error = share_error(error, ddp)
     if error is not None:
-        if ddp.owns_group:
-            dist.destroy_process_group()
+        teardown_distributed(ddp, synchronised=False)
         raise error
     total_steps = config.steps
-    amp_dtype = _amp_dtype(config, device)
+    autocast = Autocast.for_device(device, config.amp)
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     # the global torch RNG is used (init, dropout) but restored for the caller afterwards
     rng_devices = [device.index or 0] if device.type == "cuda" else []
+    finished = False
     try:
         with torch.random.fork_rng(devices=rng_devices):
-            summary = _train(task_cls(config), paths, pixel_spacing_mm, out_dir, device, ddp, amp_dtype,
+            summary = _train(task_cls(config), paths, pixel_spacing_mm, out_dir, device, ddp, autocast,
                              checkpoint, total_steps, progress, stop_at_step)
         if main_process:
             # folders left by a process killed while it wrote a checkpoint (the run is
@@ -595,24 +543,21 @@ def run_training(
             for stale in (*out_dir.glob(".checkpoint.partial-*"), *out_dir.glob(".checkpoint.old-*"),
                           *out_dir.glob(".model.partial-*")):
                 shutil.rmtree(stale, ignore_errors=True)
-        if ddp.owns_group:
-            # rank 0 hosts the rendezvous store: no rank may tear the group down while
-            # another still uses it (seen as an abort at exit on gloo)
-            dist.barrier()
+        finished = True
         return summary
     finally:
         torch.use_deterministic_algorithms(previous_deterministic)
-        if ddp.owns_group:
-            dist.destroy_process_group()
+        # after a normal end the ranks wait for each other before the group goes
+        teardown_distributed(ddp, synchronised=finished)
 
 
 def _train(
     task: Task, paths: list[str] | None, pixel_spacing_mm: Any, out_dir: Path,
-    device: torch.device, ddp: _Dist, amp_dtype: torch.dtype | None, checkpoint: Path | None,
+    device: torch.device, ddp: Distributed, autocast: Autocast, checkpoint: Path | None,
     total_steps: int, progress: bool, stop_at_step: int | None,
 ) -> dict[str, Any]:
     config = task.config
-    main_process = ddp.rank == 0
+    main_process = ddp.is_main
     session_start = time.perf_counter()
 
     # ---- data: negatives (or procedural), training samples by step, fixed validation set
@@ -629,12 +574,7 @@ def _train(
     ema = copy.deepcopy(net).requires_grad_(False)
     model = nn.parallel.DistributedDataParallel(net) if ddp.world_size > 1 else net
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-    def autocast():
-        if amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast.dtype == torch.float16)
 
     # ---- resume: everything else is a function of the step
     step, seconds_before, val_history, resumed_from = 0, 0.0, [], None
@@ -664,7 +604,7 @@ def _train(
             "pixel_spacing_mm": pixel_spacing_mm,
             "world_size": ddp.world_size,
             "device": device.type,
-            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "none",
+            "amp": str(autocast.dtype).replace("torch.", "") if autocast.enabled else "none",
         })
         if resumed_from is not None:
             _truncate_log(log_path, step)
