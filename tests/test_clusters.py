@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mcgenref.errors import ConfigError
-from mcgenref.evaluation.clusters import ClusterRule, group_clusters, points_px_to_mm
+from mcgenref.clusters import ClusterRule, group_clusters, points_px_to_mm
 
 
 def test_group_clusters_hand_placed():
