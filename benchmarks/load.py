@@ -161,7 +161,7 @@ def sample_after_each_image(samples: list[dict[str, float]],
     def wrapped(result, out_dir):
         out = original(result, out_dir)
         now = time.perf_counter()
-        own = sum(result.meta["timings"].values()) + out["write_s"]
+        own = sum(result.meta.timings.values()) + out["write_s"]
         gap = own if state["last"] is None else now - state["last"]
         state["last"] = now
         raw = rss_mb()

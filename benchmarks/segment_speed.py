@@ -78,12 +78,12 @@ def variant_pipeline(dicom: Path, model: Path, device: str, repeats: int) -> dic
         total = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as out:
             write_s = write_outputs(result, Path(out))["write_s"]
-        t = result.meta["timings"]
-        network = result.meta["detector"]["network_s"]
+        t = result.meta.timings
+        network = result.meta.detector["network_s"]
         runs.append({"total_s": total, "network_s": network, "write_s": write_s,
                      "overhead_s": total - network, **t,
-                     "windows": result.meta["detector"]["windows"],
-                     "windows_total": result.meta["detector"]["windows_total"]})
+                     "windows": result.meta.detector["windows"],
+                     "windows_total": result.meta.detector["windows_total"]})
     best = min(runs, key=lambda x: x["total_s"])
     best["peak_rss_mb"] = _peak_rss_mb()
     best["device"] = str(seg.device)

@@ -217,7 +217,7 @@ def full_field_cost(work: Path, generator: Path, repeats: int = 2) -> dict:
             t0 = time.perf_counter()
             result = seg.segment(dicom)
             times[name].append(time.perf_counter() - t0)
-            info[name] = result.meta["detector"].get("tt_gpr")
+            info[name] = result.meta.detector.get("tt_gpr")
     plain, refine = min(times["plain"]), min(times["refine"])
     return {"image": "generated 70 um DICOM 4096 x 3328 (benchmarks/segment_speed.py)",
             "plain_s": round(plain, 3), "refine_s": round(refine, 3),

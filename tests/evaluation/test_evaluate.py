@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from mcgenref.errors import InputError
-from mcgenref.evaluation.evaluate import evaluate_predictions, match_stems, read_prediction
+from mcgenref.evaluation.evaluate import evaluate_predictions, match_stems
+from mcgenref.io.predictions import read_prediction
 
 
 def write_pred(folder: Path, stem: str, prob: np.ndarray, mask: np.ndarray,
@@ -185,3 +186,27 @@ def test_match_stems_prefix():
         "20586908_6c61_MG_R_CC_ANON": "20586908"}
     with pytest.raises(InputError):
         match_stems(["a_1", "a_2"], ["a"])
+
+
+def test_evaluate_froc_is_metrics_froc(tmp_path: Path):
+    """evaluate's object FROC is the one of ``metrics.froc_objects`` on the same maps."""
+    from mcgenref.evaluation.evaluate import froc_thresholds
+    from mcgenref.evaluation.metrics import froc_objects
+    from mcgenref.evaluation.truth import mask_centroids
+
+    pred, truth = mask_case(tmp_path)
+    res = evaluate_predictions(pred, truth, None, None, n_thresholds=19, n_bootstrap=10)
+    maps, points, regions = [], [], []
+    for stem, truth_name in (("a", "a.png"), ("b", "b_mask.png")):
+        got = read_prediction(pred, stem)
+        maps.append(got.prob)
+        regions.append(got.breast)
+        with Image.open(truth / truth_name) as im:
+            points.append(mask_centroids(np.asarray(im) != 0))
+    th = froc_thresholds(19, [0.5])
+    curve = froc_objects(maps, points, th, [(0.1, 0.1)] * 2, regions, tolerance_mm=1.0)
+    froc = res["object"]["froc"]
+    assert np.allclose(froc["thresholds"], th)
+    assert froc["sensitivity"] == curve.sensitivity.tolist()
+    assert froc["fp_per_image"] == curve.fp_rate.tolist()
+    assert froc["fp_per_cm2"] == pytest.approx(curve.fp_per_cm2.tolist())

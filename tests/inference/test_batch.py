@@ -26,7 +26,8 @@ from mcgenref.inference.batch import (
     run_jobs,
     write_summary,
 )
-from mcgenref.inference.segment import OUTPUT_SUFFIXES, SegmentConfig, Segmenter
+from mcgenref.inference.segment import SegmentConfig, Segmenter
+from mcgenref.io.predictions import OUTPUT_SUFFIXES
 from mcgenref.io import atomic
 
 from ..conftest import phantom_mammogram, torchrun_cpu

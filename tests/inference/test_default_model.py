@@ -52,7 +52,7 @@ def test_golden_example_with_refine_keeps_the_clusters(tmp_path: Path) -> None:
     plain = Segmenter(SegmentConfig(), device="cpu").segment(Path(info["image"]))
     seg = Segmenter(SegmentConfig(refine=True), device="cpu")
     refined = seg.segment(Path(info["image"]))
-    tt = refined.meta["detector"]["tt_gpr"]
+    tt = refined.meta.detector["tt_gpr"]
     assert tt["windows"] > 0
     assert len(refined.detections.clusters) >= len(plain.detections.clusters)
     changed = np.abs(refined.prob - plain.prob) > 1e-3

@@ -102,12 +102,12 @@ def test_model_path_resamples_to_model_spacing(specks_png: Path, tiny_model: Pat
                     pixel_spacing_mm=0.1)
     result = seg.segment(specks_png)
     assert result.prob.shape == (400, 300)
-    det = result.meta["detector"]
+    det = result.meta.detector
     assert det["model_pixel_spacing_mm"] == [0.2, 0.2]
     assert det["model_grid_shape"] == [200, 150]
     assert 0 < det["windows"] <= det["windows_total"]
     assert result.prob[~result.region].max() == 0.0
-    assert result.meta["model"]["sha256"] == json.loads((tiny_model / "model.json").read_text())["weights"]["sha256"]
+    assert result.meta.model["sha256"] == json.loads((tiny_model / "model.json").read_text())["weights"]["sha256"]
 
 
 def test_no_patient_identifiers_in_outputs(tmp_path: Path) -> None:

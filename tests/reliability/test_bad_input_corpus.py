@@ -37,7 +37,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mcgenref.cli import app
-from mcgenref.inference.segment import OUTPUT_SUFFIXES
+from mcgenref.io.predictions import OUTPUT_SUFFIXES
 from mcgenref.io import atomic
 from mcgenref.io.dicom_write import dataset_bytes, mammogram_dataset
 

@@ -1,6 +1,7 @@
 """``mcgenref evaluate``: score a prediction folder against ground truth.
 
-Prediction folder (written by ``mcgenref segment``), per image ``<stem>``:
+Prediction folder (written by ``mcgenref segment``, read back by
+:func:`mcgenref.io.predictions.read_prediction`), per image ``<stem>``:
 ``<stem>_meta.json`` (required: ``pixel_spacing_mm`` [row, col], ``image_size`` [rows, cols],
 ``threshold``), ``<stem>_mask.png`` (uint8, nonzero = MC; when absent, ``prob >= threshold``),
 ``<stem>_prob.png`` (uint16 = prob · 65535, or uint8 = prob · 255; needed for FROC curves and
@@ -34,44 +35,49 @@ What is computed (see :mod:`mcgenref.evaluation.metrics` for the formulas and 0/
 
 Outputs (atomic writes) in ``out_dir``: ``metrics.json``, ``per_image.csv``,
 ``froc_objects.png``, ``froc_clusters.png`` (each plot only when its curve exists).
+
+The steps, each its own function: pair predictions with truth (:class:`Pair`), score each
+image at its operating point (:func:`score_image` -> :class:`ImageScore`), aggregate
+(:func:`pixel_summary`, :func:`object_summary`, :func:`cluster_summary`), sweep the FROC
+(:func:`froc_curves`, with :func:`mcgenref.evaluation.metrics.object_froc` /
+:func:`~mcgenref.evaluation.metrics.cluster_froc`, the same code as ``froc_objects`` /
+``froc_clusters``), and write (:func:`write_evaluation`).
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from mcgenref.errors import ConfigError, InputError
 from mcgenref.clusters import ClusterRule, group_clusters
 from mcgenref.evaluation.metrics import (
     CPM_FP_RATES,
     PIXEL_METRIC_NAMES,
-    Candidates,
     FrocCurve,
+    FrocImage,
     bootstrap_ci,
-    cluster_counts,
     cluster_detection,
+    cluster_froc,
     components,
     image_candidates,
     match_points,
     mean_sensitivity,
-    object_counts,
+    object_froc,
     pixel_counts,
     pixel_metrics,
     sensitivity_at,
 )
-from mcgenref.evaluation.truth import GroundTruth, read_truth
+from mcgenref.evaluation.truth import GroundTruth, detect_truth_format, read_truth
 from mcgenref.io.atomic import check_writable_dir, write_bytes_atomic, write_json_atomic
+from mcgenref.io.predictions import PredictionImage, csv_bytes, prediction_stems, read_prediction
 
 #: Default hit distance between a predicted and a true MC centre, in mm.
 DEFAULT_TOLERANCE_MM = 1.0
@@ -90,112 +96,74 @@ CONFIDENCE = 0.95
 DEFAULT_MAX_CANDIDATES = 20000
 
 
-@dataclass
-class Prediction:
-    """One image of a prediction folder (arrays ``[row, col]``)."""
 
-    stem: str
-    spacing: tuple[float, float]
-    threshold: float
-    mask: np.ndarray
-    breast: np.ndarray
-    prob: np.ndarray | None
-    rule: ClusterRule | None = None
-    notes: list[str] = field(default_factory=list)
+# ---------------------------------------------------------------------------------------------
+# reading and pairing
 
 
-def _read_png(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
+@dataclass(frozen=True)
+class Pair:
+    """One prediction with its truth, read and checked: the truth drawn on the prediction's
+    grid, ``rule`` the cluster grouping for this image, ``notes`` the reading notes."""
+
+    pred: PredictionImage
+    truth: GroundTruth
+    rule: ClusterRule
+    notes: tuple[str, ...]
+
+    @property
+    def stem(self) -> str:
+        return self.pred.stem
+
+    @property
+    def area_cm2(self) -> float:
+        sr, sc = self.pred.spacing
+        return float(self.pred.breast.sum()) * sr * sc / 100.0
+
+    @property
+    def scores_clusters(self) -> bool:
+        """Cluster truth: cluster circles, or a normal image."""
+        return self.truth.is_normal or bool(self.truth.clusters)
+
+    def circles_mm(self) -> np.ndarray:
+        return np.array([c.in_mm(self.pred.spacing) for c in (self.truth.clusters or [])],
+                        dtype=float).reshape(-1, 3)
 
 
-def prediction_stems(pred_dir: str | Path) -> list[str]:
-    """Stems of a prediction folder: the ``<stem>`` of every ``<stem>_meta.json``."""
-    d = Path(pred_dir)
-    if not d.is_dir():
-        raise InputError(f"prediction folder {d} not found")
-    stems = sorted(p.name[: -len("_meta.json")] for p in d.iterdir()
-                   if p.is_file() and p.name.endswith("_meta.json"))
-    if not stems:
-        raise InputError(f"no <stem>_meta.json in {d}: not a 'mcgenref segment' output folder")
-    return stems
-
-
-def read_prediction(pred_dir: str | Path, stem: str) -> Prediction:
-    """Read one image's outputs (see the module docstring for the files and fallbacks)."""
-    d = Path(pred_dir)
-    meta_path = d / f"{stem}_meta.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {meta_path}: {exc}") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"{meta_path}: not a JSON object")
-    try:
-        sp = [float(v) for v in meta["pixel_spacing_mm"]]
-        if len(sp) != 2 or not all(math.isfinite(v) and v > 0 for v in sp):
-            raise ValueError
-        spacing = (sp[0], sp[1])
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{meta_path}: 'pixel_spacing_mm' must be [row_mm, col_mm] > 0") from None
-    notes: list[str] = []
-    threshold = meta.get("threshold")
-    try:
-        threshold = float(threshold) if threshold is not None else 0.5
-    except (TypeError, ValueError):
-        raise InputError(f"{meta_path}: 'threshold' is not a number") from None
-    if meta.get("threshold") is None:
-        notes.append("meta has no threshold: 0.5 assumed")
-
-    prob = None
-    prob_path = d / f"{stem}_prob.png"
-    if prob_path.is_file():
-        raw = _read_png(prob_path)
-        if raw.ndim != 2:
-            raise InputError(f"{prob_path}: expected a single-channel PNG")
-        scale = 65535.0 if raw.dtype == np.uint16 or raw.max(initial=0) > 255 else 255.0
-        prob = raw.astype(np.float32) / np.float32(scale)
-    mask_path = d / f"{stem}_mask.png"
-    if mask_path.is_file():
-        m = _read_png(mask_path)
-        mask = (m.any(axis=2) if m.ndim == 3 else m != 0)
-    elif prob is not None:
-        mask = prob >= threshold
-        notes.append("no _mask.png: mask = prob >= threshold")
-    else:
-        raise InputError(f"{stem}: neither {mask_path.name} nor {prob_path.name} in {d}")
-    shape = mask.shape
-    size = meta.get("image_size")
-    try:
-        size = None if size is None else tuple(int(v) for v in size)
-    except (TypeError, ValueError):
-        raise InputError(f"{meta_path}: 'image_size' must be [rows, cols]") from None
-    if size is not None and size != tuple(shape):
-        raise InputError(f"{stem}: mask is {shape[0]}x{shape[1]} but meta image_size is {size}")
-    if prob is not None and prob.shape != shape:
-        raise InputError(f"{stem}: prob map {prob.shape} and mask {shape} differ in shape")
-    breast_path = d / f"{stem}_breast.png"
-    if breast_path.is_file():
-        b = _read_png(breast_path)
-        breast = (b.any(axis=2) if b.ndim == 3 else b != 0)
-        if breast.shape != shape:
-            raise InputError(f"{stem}: breast mask {breast.shape} and mask {shape} differ")
-    else:
-        breast = np.ones(shape, dtype=bool)
-        notes.append("no _breast.png: the whole image is the region")
-    rule = None
-    cl_path = d / f"{stem}_clusters.json"
-    if cl_path.is_file():
+def _read_pair(pred_dir: str | Path, stem: str, gt: GroundTruth,
+               cluster_rule: ClusterRule | None) -> Pair:
+    pred = read_prediction(pred_dir, stem)
+    notes = list(pred.notes)
+    own_rule = None
+    if pred.rule is not None:
         try:
-            r = json.loads(cl_path.read_text()).get("rule")
-            if isinstance(r, dict):
-                rule = ClusterRule.from_dict(r)
-        except (OSError, ValueError, AttributeError, ConfigError):
+            own_rule = ClusterRule.from_dict(pred.rule)
+        except ConfigError:
             notes.append("clusters.json unreadable: default cluster rule")
-    return Prediction(stem, spacing, threshold, mask, breast, prob, rule, notes)
+    shape = pred.mask.shape
+    if gt.mask is None and (gt.points is not None or gt.polygons):
+        gt = gt.with_shape(shape)
+    elif gt.mask is not None and gt.mask.shape != shape:
+        raise InputError(f"{stem}: truth mask is {gt.mask.shape[0]}x{gt.mask.shape[1]} but "
+                         f"the prediction is {shape[0]}x{shape[1]}")
+    return Pair(pred, gt, cluster_rule or own_rule or ClusterRule(), tuple(notes))
+
+
+def _pair_stems(pred_dir: str | Path, truth_path: str | Path,
+                truths: dict[str, GroundTruth]) -> tuple[dict[str, str], list[str], list[str]]:
+    """``(pairs, predictions without truth, truth without prediction)``; no pair at all is an
+    InputError."""
+    stems = prediction_stems(pred_dir)
+    pairs = match_stems(stems, list(truths))
+    if not pairs:
+        raise InputError(
+            f"no prediction in {pred_dir} matches a ground-truth image in {truth_path} "
+            f"(predictions: {', '.join(stems[:3])}{'...' if len(stems) > 3 else ''}; truth: "
+            f"{', '.join(sorted(truths)[:3])}{'...' if len(truths) > 3 else ''})")
+    matched_truth = set(pairs.values())
+    pred_only = [s for s in stems if s not in pairs]
+    truth_only = sorted(s for s in truths if s not in matched_truth)
+    return pairs, pred_only, truth_only
 
 
 def match_stems(pred_stems: Sequence[str], truth_stems: Sequence[str]) -> dict[str, str]:
@@ -221,8 +189,127 @@ def match_stems(pred_stems: Sequence[str], truth_stems: Sequence[str]) -> dict[s
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers
+# per-image scores at the operating point
 
+
+@dataclass(frozen=True)
+class PixelScore:
+    """Pixel counts ``(tp, fp, fn, tn)`` inside the breast and their metrics."""
+
+    counts: tuple[int, int, int, int]
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ObjectScore:
+    """MCs at the operating point: truth MCs, hits and false positives."""
+
+    n_truth: int
+    tp: int
+    fp: int
+
+
+@dataclass(frozen=True)
+class ClusterScore:
+    """Clusters at the operating point: labelled circles, found ones, detected clusters, and
+    the detected clusters matching no circle (abnormal images; all are false on normal ones)."""
+
+    n_truth: int
+    found: int
+    n_pred: int
+    unmatched: int
+    is_normal: bool
+
+    @property
+    def false(self) -> int:
+        """False clusters: every detected cluster of a normal image (0 on abnormal ones)."""
+        return self.n_pred if self.is_normal else 0
+
+    @property
+    def unmatched_abnormal(self) -> int:
+        return 0 if self.is_normal else self.unmatched
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    """One image scored at its operating point (a line of ``per_image.csv``); a level is
+    ``None`` when the truth cannot score it."""
+
+    stem: str
+    truth_stem: str
+    is_normal: bool
+    breast_area_cm2: float
+    threshold: float
+    n_pred_mcs: int
+    pixel: PixelScore | None
+    objects: ObjectScore | None
+    clusters: ClusterScore | None
+    notes: tuple[str, ...]
+
+    def csv_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"stem": self.stem, "truth_stem": self.truth_stem,
+                               "is_normal": self.is_normal,
+                               "breast_area_cm2": self.breast_area_cm2,
+                               "threshold": self.threshold, "n_pred_mcs": self.n_pred_mcs}
+        if self.pixel is not None:
+            c = self.pixel.counts
+            row.update(px_tp=c[0], px_fp=c[1], px_fn=c[2], px_tn=c[3], **self.pixel.metrics)
+        if self.objects is not None:
+            o = self.objects
+            row.update(n_truth_mcs=o.n_truth, mc_tp=o.tp, mc_fp=o.fp, mc_fn=o.n_truth - o.tp,
+                       mc_sensitivity=_ratio(o.tp, o.n_truth),
+                       mc_fp_per_cm2=_ratio(o.fp, self.breast_area_cm2))
+        if self.clusters is not None:
+            k = self.clusters
+            row.update(n_truth_clusters=k.n_truth, n_clusters_found=k.found,
+                       n_pred_clusters=k.n_pred)
+            if k.is_normal:
+                row["n_false_clusters"] = k.n_pred
+            else:
+                row["n_unmatched_clusters"] = k.unmatched
+        row["notes"] = "; ".join(self.notes)
+        return row
+
+
+def score_image(pair: Pair, tolerance_mm: float, cluster_tolerance_mm: float) -> ImageScore:
+    """Pixels, MCs and clusters of one image at its operating point (``<stem>_mask.png``)."""
+    pred, gt = pair.pred, pair.truth
+    notes = list(pair.notes) + list(gt.notes)
+    pixel = None
+    if gt.mask is not None:
+        c = pixel_counts(pred.mask, gt.mask, pred.breast)
+        pixel = PixelScore(c, pixel_metrics(*c))
+        outside = int(np.count_nonzero(gt.mask & ~pred.breast))
+        if outside:
+            notes.append(f"{outside} truth MC pixel(s) outside the breast mask (ignored)")
+
+    mcs = components(pred.mask, pred.spacing, pred.prob, pred.breast)
+    pred_pts = np.array([[o.row, o.col] for o in mcs], dtype=float).reshape(-1, 2)
+    pred_scores = (np.ones(len(mcs)) if pred.prob is None
+                   else np.array([o.peak_prob for o in mcs], dtype=float))
+
+    objects = None
+    truth_pts = gt.object_points()
+    if truth_pts is not None:
+        pm = match_points(pred_pts, truth_pts, pred.spacing, tolerance_mm)
+        objects = ObjectScore(len(truth_pts), pm.tp, pm.fp)
+
+    clusters = None
+    if pair.scores_clusters:
+        circ_mm = pair.circles_mm()
+        pts_mm = pred_pts * np.asarray(pred.spacing)
+        cl = group_clusters(pts_mm, pred_scores, rule=pair.rule)
+        cm = cluster_detection([pts_mm[list(k.members)] for k in cl], circ_mm,
+                               cluster_tolerance_mm)
+        clusters = ClusterScore(len(circ_mm), cm.n_found, len(cl), cm.n_unmatched, gt.is_normal)
+    if pred.prob is None:
+        notes.append("no _prob.png: left out of the FROC curves")
+    return ImageScore(pred.stem, gt.stem, gt.is_normal, pair.area_cm2, pred.threshold,
+                      len(mcs), pixel, objects, clusters, tuple(notes))
+
+
+# ---------------------------------------------------------------------------------------------
+# aggregation over images
 
 def _clean(obj: Any) -> Any:
     """JSON-safe: NaN/inf -> None, numpy scalars/arrays -> Python."""
@@ -248,6 +335,117 @@ def _ratio(num: float, den: float) -> float:
 
 def _ci(pair: tuple[float, float]) -> list[float]:
     return [pair[0], pair[1]]
+
+
+def pixel_summary(scores: Sequence[PixelScore], n_boot: int, seed: int) -> dict[str, Any]:
+    """Pooled and mean-per-image pixel metrics with their bootstrap CIs."""
+    counts = np.asarray([s.counts for s in scores], dtype=np.int64)
+    pooled = pixel_metrics(*counts.sum(axis=0).tolist())
+    per = {k: np.array([s.metrics[k] for s in scores]) for k in PIXEL_METRIC_NAMES}
+    nimg = len(counts)
+    return {
+        "n_images": nimg,
+        "counts": dict(zip(("tp", "fp", "fn", "tn"), counts.sum(axis=0).tolist())),
+        "pooled": pooled,
+        "pooled_ci": {k: _ci(bootstrap_ci(
+            lambda idx, k=k: pixel_metrics(*counts[idx].sum(axis=0).tolist())[k],
+            n_boot, seed, n_items=nimg)) for k in PIXEL_METRIC_NAMES},
+        "mean_per_image": {k: float(v.mean()) for k, v in per.items()},
+        "mean_per_image_ci": {k: _ci(bootstrap_ci(v, n_boot, seed)) for k, v in per.items()},
+    }
+
+
+def object_summary(scores: Sequence[ObjectScore], areas_cm2: Sequence[float], n_boot: int,
+                   seed: int) -> dict[str, Any]:
+    """MC sensitivity and false positives (per image, per cm²) with their bootstrap CIs."""
+    tp = np.array([s.tp for s in scores], dtype=float)
+    fp = np.array([s.fp for s in scores], dtype=float)
+    nt = np.array([s.n_truth for s in scores], dtype=float)
+    ar = np.array(areas_cm2, dtype=float)
+    ni = len(scores)
+    return {
+        "n_images": ni, "n_truth": int(nt.sum()), "tp": int(tp.sum()), "fp": int(fp.sum()),
+        "fn": int(nt.sum() - tp.sum()),
+        "sensitivity": _ratio(tp.sum(), nt.sum()),
+        "fp_per_image": fp.sum() / ni,
+        "fp_per_cm2": _ratio(fp.sum(), ar.sum()),
+        "sensitivity_ci": _ci(bootstrap_ci(lambda i: _ratio(tp[i].sum(), nt[i].sum()),
+                                           n_boot, seed, n_items=ni)),
+        "fp_per_image_ci": _ci(bootstrap_ci(fp, n_boot, seed)),
+        "fp_per_cm2_ci": _ci(bootstrap_ci(lambda i: _ratio(fp[i].sum(), ar[i].sum()),
+                                          n_boot, seed, n_items=ni)),
+    }
+
+
+def cluster_summary(scores: Sequence[ClusterScore], n_boot: int, seed: int) -> dict[str, Any]:
+    """Cluster sensitivity (abnormal images) and false clusters per normal image, with CIs."""
+    normal = np.array([s.is_normal for s in scores], dtype=bool)
+    found = np.array([s.found for s in scores], dtype=float)
+    ncl = np.array([s.n_truth for s in scores], dtype=float)
+    false = np.array([s.false for s in scores], dtype=float)
+    unm = np.array([s.unmatched_abnormal for s in scores], dtype=float)
+    pos = np.flatnonzero(ncl > 0)
+    neg = np.flatnonzero(normal)
+    abn = np.flatnonzero(~normal)
+    return {
+        "n_images": len(scores), "n_normal_images": int(len(neg)),
+        "n_abnormal_images": int(len(abn)), "n_truth_clusters": int(ncl.sum()),
+        "found": int(found.sum()), "false_clusters": int(false.sum()),
+        "unmatched_clusters_abnormal": int(unm.sum()),
+        "sensitivity": _ratio(found.sum(), ncl.sum()),
+        "false_clusters_per_normal_image": _ratio(false.sum(), len(neg)),
+        "unmatched_clusters_per_abnormal_image": _ratio(unm.sum(), len(abn)),
+        "sensitivity_ci": _ci(bootstrap_ci(
+            lambda i: _ratio(found[pos][i].sum(), ncl[pos][i].sum()), n_boot, seed,
+            n_items=len(pos))),
+        "false_clusters_per_normal_image_ci": _ci(bootstrap_ci(false[neg], n_boot, seed)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# FROC
+
+
+def froc_thresholds(n_thresholds: int, operating: Sequence[float]) -> np.ndarray:
+    """The sweep: ``linspace(THRESHOLD_RANGE, n)``, ``HIGH_THRESHOLDS`` and the operating
+    thresholds in (0, 1], sorted and unique (rounded so that an operating threshold equal to a
+    grid value is not added twice)."""
+    grid = np.concatenate([np.linspace(*THRESHOLD_RANGE, int(n_thresholds)), HIGH_THRESHOLDS])
+    return np.unique(np.round(np.concatenate([grid, list(operating)]), 9))
+
+
+@dataclass(frozen=True)
+class FrocCurves:
+    """The two FROC curves of an evaluation (``None`` when no image can score one)."""
+
+    objects: FrocCurve | None
+    clusters: FrocCurve | None
+    notes: tuple[str, ...]
+
+
+def froc_curves(pairs: Sequence[Pair], thresholds: np.ndarray, tolerance_mm: float,
+                cluster_tolerance_mm: float, max_candidates: int | None) -> FrocCurves:
+    """Object and cluster FROC of the images with a probability map (:mod:`.metrics`)."""
+    notes: list[str] = []
+    images: list[FrocImage] = []
+    for pair in pairs:
+        pred = pair.pred
+        if pred.prob is None:
+            continue
+        cands = image_candidates(pred.prob, thresholds, pred.breast, max_candidates)
+        if np.isfinite(cands.dropped_max):
+            notes.append(f"{pred.stem}: more than {max_candidates} FROC candidates; "
+                         f"thresholds <= {cands.dropped_max:.4g} left out of the curves")
+        images.append(FrocImage(
+            cands, pred.spacing, pair.area_cm2, truth_points=pair.truth.object_points(),
+            circles_mm=pair.circles_mm() if pair.scores_clusters else None,
+            is_normal=pair.truth.is_normal, rule=pair.rule, stem=pred.stem))
+    with_points = [im for im in images if im.truth_points is not None]
+    with_clusters = [im for im in images if im.circles_mm is not None]
+    return FrocCurves(
+        object_froc(with_points, thresholds, tolerance_mm) if with_points else None,
+        cluster_froc(with_clusters, thresholds, cluster_tolerance_mm) if with_clusters else None,
+        tuple(notes))
 
 
 def _froc_summary(curve: FrocCurve, n_boot: int, seed: int, x_name: str,
@@ -325,35 +523,20 @@ def _plot_froc(path: Path, summary: dict[str, Any], x_name: str, xlabel: str, ti
     write_bytes_atomic(path, buf.getvalue())
 
 
-_CSV_COLUMNS = (
-    "stem", "truth_stem", "is_normal", "breast_area_cm2", "threshold",
-    "px_tp", "px_fp", "px_fn", "px_tn", *PIXEL_METRIC_NAMES,
-    "n_truth_mcs", "n_pred_mcs", "mc_tp", "mc_fp", "mc_fn", "mc_sensitivity", "mc_fp_per_cm2",
-    "n_truth_clusters", "n_clusters_found", "n_pred_clusters", "n_false_clusters",
-    "n_unmatched_clusters", "notes",
-)
-
-
-def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(_CSV_COLUMNS), extrasaction="ignore",
-                       lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        out = {}
-        for k in _CSV_COLUMNS:
-            v = r.get(k, "")
-            if isinstance(v, float):
-                v = "" if not math.isfinite(v) else f"{v:.6g}"
-            elif isinstance(v, bool):
-                v = int(v)
-            out[k] = v
-        w.writerow(out)
-    return buf.getvalue().encode()
-
-
 # ---------------------------------------------------------------------------------------------
 # the evaluation
+
+
+def _check_settings(tolerance_mm: float, cluster_tolerance_mm: float, n_thresholds: int,
+                    n_bootstrap: int) -> None:
+    if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
+        raise ConfigError(f"tolerance_mm must be >= 0, got {tolerance_mm}")
+    if not (math.isfinite(cluster_tolerance_mm) and cluster_tolerance_mm >= 0):
+        raise ConfigError(f"cluster_tolerance_mm must be >= 0, got {cluster_tolerance_mm}")
+    if int(n_thresholds) < 2:
+        raise ConfigError(f"n_thresholds must be >= 2, got {n_thresholds}")
+    if int(n_bootstrap) < 1:
+        raise ConfigError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
 
 
 def evaluate_predictions(pred_dir: str | Path, truth_path: str | Path,
@@ -368,115 +551,29 @@ def evaluate_predictions(pred_dir: str | Path, truth_path: str | Path,
 
     ``truth_format``: ``"masks"``, ``"inbreast"`` or ``"mias"`` (detected when ``None``).
     ``cluster_rule``: grouping rule; ``None`` = the rule in each ``<stem>_clusters.json``, else
-    :class:`ClusterRule` defaults. Files are written to ``out_dir`` when it is given.
-    NaN values (undefined: e.g. no labelled cluster) become ``null`` in the result.
+    :class:`ClusterRule` defaults. Files are written to ``out_dir`` when it is given
+    (:func:`write_evaluation`). NaN values (undefined: e.g. no labelled cluster) become
+    ``null`` in the result.
+
+    Steps: read and pair (:func:`_read_pair`), score each image at its operating point
+    (:func:`score_image`), aggregate (:func:`pixel_summary`, :func:`object_summary`,
+    :func:`cluster_summary`), sweep (:func:`froc_curves`), write.
     """
-    if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
-        raise ConfigError(f"tolerance_mm must be >= 0, got {tolerance_mm}")
-    if not (math.isfinite(cluster_tolerance_mm) and cluster_tolerance_mm >= 0):
-        raise ConfigError(f"cluster_tolerance_mm must be >= 0, got {cluster_tolerance_mm}")
-    if int(n_thresholds) < 2:
-        raise ConfigError(f"n_thresholds must be >= 2, got {n_thresholds}")
-    if int(n_bootstrap) < 1:
-        raise ConfigError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
+    _check_settings(tolerance_mm, cluster_tolerance_mm, n_thresholds, n_bootstrap)
     out_path = Path(out_dir) if out_dir is not None else None
     if out_path is not None:
         check_writable_dir(out_path)
 
     truths = read_truth(truth_path, truth_format)
-    fmt = truth_format.lower() if truth_format else None
-    if fmt is None:
-        from mcgenref.evaluation.truth import detect_truth_format
-
-        fmt = detect_truth_format(truth_path)
-    stems = prediction_stems(pred_dir)
-    pairs = match_stems(stems, list(truths))
-    if not pairs:
-        raise InputError(
-            f"no prediction in {pred_dir} matches a ground-truth image in {truth_path} "
-            f"(predictions: {', '.join(stems[:3])}{'...' if len(stems) > 3 else ''}; truth: "
-            f"{', '.join(sorted(truths)[:3])}{'...' if len(truths) > 3 else ''})")
-    matched_truth = set(pairs.values())
-    pred_only = [s for s in stems if s not in pairs]
-    truth_only = sorted(s for s in truths if s not in matched_truth)
-
-    rows: list[dict[str, Any]] = []
-    notes: list[str] = []
-    px_counts: list[tuple[int, int, int, int]] = []
-    px_per_image: list[dict[str, float]] = []
-    obj_rows: list[dict[str, Any]] = []
-    cl_rows: list[dict[str, Any]] = []
-    op_thresholds: set[float] = set()
-    cand_inputs: list[tuple[Prediction, GroundTruth, np.ndarray | None]] = []
-
-    for stem in sorted(pairs):
-        pred = read_prediction(pred_dir, stem)
-        gt = truths[pairs[stem]]
-        shape = pred.mask.shape
-        if gt.mask is None and (gt.points is not None or gt.polygons):
-            gt = gt.with_shape(shape)
-        elif gt.mask is not None and gt.mask.shape != shape:
-            raise InputError(f"{stem}: truth mask is {gt.mask.shape[0]}x{gt.mask.shape[1]} but "
-                             f"the prediction is {shape[0]}x{shape[1]}")
-        sr, sc = pred.spacing
-        area_cm2 = float(pred.breast.sum()) * sr * sc / 100.0
-        op_thresholds.add(round(pred.threshold, 6))
-        rule = cluster_rule or pred.rule or ClusterRule()
-        row: dict[str, Any] = {"stem": stem, "truth_stem": gt.stem, "is_normal": gt.is_normal,
-                               "breast_area_cm2": area_cm2, "threshold": pred.threshold}
-        row_notes = list(pred.notes) + list(gt.notes)
-
-        if gt.mask is not None:
-            c = pixel_counts(pred.mask, gt.mask, pred.breast)
-            m = pixel_metrics(*c)
-            px_counts.append(c)
-            px_per_image.append(m)
-            row.update(px_tp=c[0], px_fp=c[1], px_fn=c[2], px_tn=c[3], **m)
-            outside = int(np.count_nonzero(gt.mask & ~pred.breast))
-            if outside:
-                row_notes.append(f"{outside} truth MC pixel(s) outside the breast mask (ignored)")
-
-        mcs = components(pred.mask, pred.spacing, pred.prob, pred.breast)
-        pred_pts = np.array([[o.row, o.col] for o in mcs], dtype=float).reshape(-1, 2)
-        pred_scores = np.array([o.peak_prob for o in mcs], dtype=float)
-        if pred.prob is None:
-            pred_scores = np.ones(len(mcs))
-        row["n_pred_mcs"] = len(mcs)
-
-        truth_pts = gt.object_points()
-        if truth_pts is not None:
-            pm = match_points(pred_pts, truth_pts, pred.spacing, tolerance_mm)
-            row.update(n_truth_mcs=len(truth_pts), mc_tp=pm.tp, mc_fp=pm.fp, mc_fn=pm.fn,
-                       mc_sensitivity=_ratio(pm.tp, len(truth_pts)),
-                       mc_fp_per_cm2=_ratio(pm.fp, area_cm2))
-            obj_rows.append({"tp": pm.tp, "fp": pm.fp, "n": len(truth_pts), "area": area_cm2})
-
-        circles = gt.clusters if gt.clusters is not None else None
-        if gt.is_normal or circles:
-            circ_mm = np.array([c.in_mm(pred.spacing) for c in (circles or [])],
-                               dtype=float).reshape(-1, 3)
-            pts_mm = pred_pts * np.asarray(pred.spacing)
-            cl = group_clusters(pts_mm, pred_scores, rule=rule)
-            cm = cluster_detection([pts_mm[list(k.members)] for k in cl], circ_mm,
-                                   cluster_tolerance_mm)
-            row.update(n_truth_clusters=len(circ_mm), n_clusters_found=cm.n_found,
-                       n_pred_clusters=len(cl))
-            if gt.is_normal:
-                row["n_false_clusters"] = len(cl)
-            else:
-                row["n_unmatched_clusters"] = cm.n_unmatched
-            cl_rows.append({"normal": gt.is_normal, "found": cm.n_found, "n": len(circ_mm),
-                            "false": len(cl) if gt.is_normal else 0,
-                            "unmatched": 0 if gt.is_normal else cm.n_unmatched})
-        if pred.prob is not None:
-            cand_inputs.append((pred, gt, truth_pts))
-        else:
-            row_notes.append("no _prob.png: left out of the FROC curves")
-        row["notes"] = "; ".join(row_notes)
-        rows.append(row)
+    fmt = truth_format.lower() if truth_format else detect_truth_format(truth_path)
+    stem_pairs, pred_only, truth_only = _pair_stems(pred_dir, truth_path, truths)
+    pairs = [_read_pair(pred_dir, stem, truths[stem_pairs[stem]], cluster_rule)
+             for stem in sorted(stem_pairs)]
+    scores = [score_image(p, tolerance_mm, cluster_tolerance_mm) for p in pairs]
+    n_boot = int(n_bootstrap)
 
     result: dict[str, Any] = {
-        "n_images": len(rows),
+        "n_images": len(scores),
         "truth_format": fmt,
         "settings": {
             "pred_dir": str(pred_dir), "truth": str(truth_path),
@@ -484,7 +581,7 @@ def evaluate_predictions(pred_dir: str | Path, truth_path: str | Path,
             "cluster_rule": (cluster_rule.to_dict() if cluster_rule else
                              "per image from <stem>_clusters.json, else "
                              f"{ClusterRule().to_dict()}"),
-            "n_thresholds": int(n_thresholds), "n_bootstrap": int(n_bootstrap), "seed": seed,
+            "n_thresholds": int(n_thresholds), "n_bootstrap": n_boot, "seed": seed,
             "max_candidates": max_candidates,
             "confidence": CONFIDENCE,
             "conventions": ("pixel ratios with a zero denominator are 1.0; object hit = centre "
@@ -493,145 +590,80 @@ def evaluate_predictions(pred_dir: str | Path, truth_path: str | Path,
                             "FROC detections at threshold t = components of prob >= t, placed "
                             "at and scored by their peak"),
         },
-        "stems": sorted(pairs),
+        "stems": sorted(stem_pairs),
         "unmatched": {"predictions_without_truth": pred_only,
                       "truth_without_prediction": truth_only},
     }
-    n_boot = int(n_bootstrap)
+    px = [s.pixel for s in scores if s.pixel is not None]
+    obj = [s for s in scores if s.objects is not None]
+    cl = [s.clusters for s in scores if s.clusters is not None]
+    if px:
+        result["pixel"] = pixel_summary(px, n_boot, seed)
+    if obj:
+        result["object"] = object_summary([s.objects for s in obj],  # type: ignore[misc]
+                                          [s.breast_area_cm2 for s in obj], n_boot, seed)
+    if cl:
+        result["cluster"] = cluster_summary(cl, n_boot, seed)
 
-    # pixel level -----------------------------------------------------------------------------
-    if px_counts:
-        counts = np.asarray(px_counts, dtype=np.int64)
-        pooled = pixel_metrics(*counts.sum(axis=0).tolist())
-        per = {k: np.array([m[k] for m in px_per_image]) for k in PIXEL_METRIC_NAMES}
-        nimg = len(counts)
-        result["pixel"] = {
-            "n_images": nimg,
-            "counts": dict(zip(("tp", "fp", "fn", "tn"), counts.sum(axis=0).tolist())),
-            "pooled": pooled,
-            "pooled_ci": {k: _ci(bootstrap_ci(
-                lambda idx, k=k: pixel_metrics(*counts[idx].sum(axis=0).tolist())[k],
-                n_boot, seed, n_items=nimg)) for k in PIXEL_METRIC_NAMES},
-            "mean_per_image": {k: float(v.mean()) for k, v in per.items()},
-            "mean_per_image_ci": {k: _ci(bootstrap_ci(v, n_boot, seed)) for k, v in per.items()},
-        }
-
-    # object level ----------------------------------------------------------------------------
-    if obj_rows:
-        tp = np.array([r["tp"] for r in obj_rows], dtype=float)
-        fp = np.array([r["fp"] for r in obj_rows], dtype=float)
-        nt = np.array([r["n"] for r in obj_rows], dtype=float)
-        ar = np.array([r["area"] for r in obj_rows], dtype=float)
-        ni = len(obj_rows)
-        result["object"] = {
-            "n_images": ni, "n_truth": int(nt.sum()), "tp": int(tp.sum()), "fp": int(fp.sum()),
-            "fn": int(nt.sum() - tp.sum()),
-            "sensitivity": _ratio(tp.sum(), nt.sum()),
-            "fp_per_image": fp.sum() / ni,
-            "fp_per_cm2": _ratio(fp.sum(), ar.sum()),
-            "sensitivity_ci": _ci(bootstrap_ci(lambda i: _ratio(tp[i].sum(), nt[i].sum()),
-                                               n_boot, seed, n_items=ni)),
-            "fp_per_image_ci": _ci(bootstrap_ci(fp, n_boot, seed)),
-            "fp_per_cm2_ci": _ci(bootstrap_ci(lambda i: _ratio(fp[i].sum(), ar[i].sum()),
-                                              n_boot, seed, n_items=ni)),
-        }
-
-    # cluster level ---------------------------------------------------------------------------
-    if cl_rows:
-        normal = np.array([r["normal"] for r in cl_rows], dtype=bool)
-        found = np.array([r["found"] for r in cl_rows], dtype=float)
-        ncl = np.array([r["n"] for r in cl_rows], dtype=float)
-        false = np.array([r["false"] for r in cl_rows], dtype=float)
-        unm = np.array([r["unmatched"] for r in cl_rows], dtype=float)
-        pos = np.flatnonzero(ncl > 0)
-        neg = np.flatnonzero(normal)
-        abn = np.flatnonzero(~normal)
-        result["cluster"] = {
-            "n_images": len(cl_rows), "n_normal_images": int(len(neg)),
-            "n_abnormal_images": int(len(abn)), "n_truth_clusters": int(ncl.sum()),
-            "found": int(found.sum()), "false_clusters": int(false.sum()),
-            "unmatched_clusters_abnormal": int(unm.sum()),
-            "sensitivity": _ratio(found.sum(), ncl.sum()),
-            "false_clusters_per_normal_image": _ratio(false.sum(), len(neg)),
-            "unmatched_clusters_per_abnormal_image": _ratio(unm.sum(), len(abn)),
-            "sensitivity_ci": _ci(bootstrap_ci(
-                lambda i: _ratio(found[pos][i].sum(), ncl[pos][i].sum()), n_boot, seed,
-                n_items=len(pos))),
-            "false_clusters_per_normal_image_ci": _ci(bootstrap_ci(false[neg], n_boot, seed)),
-        }
-
-    # FROC --------------------------------------------------------------------------------------
-    thresholds = np.concatenate([np.linspace(*THRESHOLD_RANGE, int(n_thresholds)), HIGH_THRESHOLDS])
-    ops = sorted(t for t in op_thresholds if 0 < t <= 1)
-    # rounded so that an operating threshold equal to a grid value is not added twice
-    thresholds = np.unique(np.round(np.concatenate([thresholds, ops]), 9))
-    froc_obj = froc_cl = None
-    if cand_inputs:
-        o_hits, o_false, o_n, o_area, o_stems = [], [], [], [], []
-        c_hits, c_false, c_unm, c_n, c_normal = [], [], [], [], []
-        for pred, gt, tpts in cand_inputs:
-            cands: Candidates = image_candidates(pred.prob, thresholds, pred.breast,
-                                                 max_candidates)
-            if np.isfinite(cands.dropped_max):
-                notes.append(f"{pred.stem}: more than {max_candidates} FROC candidates; "
-                             f"thresholds <= {cands.dropped_max:.4g} left out of the curves")
-            if tpts is not None:
-                h, f = object_counts(cands, tpts, pred.spacing, tolerance_mm, thresholds)
-                o_hits.append(h)
-                o_false.append(f)
-                o_n.append(len(tpts))
-                o_area.append(float(pred.breast.sum()) * pred.spacing[0] * pred.spacing[1] / 100)
-                o_stems.append(pred.stem)
-            if gt.is_normal or gt.clusters:
-                rule = cluster_rule or pred.rule or ClusterRule()
-                circ_mm = np.array([c.in_mm(pred.spacing) for c in (gt.clusters or [])],
-                                   dtype=float).reshape(-1, 3)
-                f_, ncl_, unm_ = cluster_counts(cands, circ_mm, pred.spacing, thresholds, rule,
-                                                cluster_tolerance_mm)
-                c_hits.append(f_)
-                c_n.append(len(circ_mm))
-                c_normal.append(gt.is_normal)
-                zero = np.where(np.isnan(ncl_), np.nan, 0.0)
-                c_false.append(ncl_ if gt.is_normal else zero)
-                c_unm.append(zero if gt.is_normal else unm_)
-        if o_hits:
-            froc_obj = FrocCurve(thresholds, np.array(o_hits), np.array(o_false),
-                                 np.array(o_n), np.ones(len(o_n), dtype=bool),
-                                 area_cm2=np.array(o_area), stems=o_stems)
-            result.setdefault("object", {})["froc"] = _froc_summary(
-                froc_obj, n_boot, seed, "fp_per_image", ops)
-        if c_hits:
-            froc_cl = FrocCurve(thresholds, np.array(c_hits), np.array(c_false), np.array(c_n),
-                                np.array(c_normal, dtype=bool), unmatched=np.array(c_unm),
-                                stratified=True)
-            result.setdefault("cluster", {})["froc"] = _froc_summary(
-                froc_cl, n_boot, seed, "false_clusters_per_normal_image", ops)
-    if froc_cl is not None and froc_cl.n_truth.sum() == 0:
-        notes.append("no labelled cluster among the images: no cluster FROC plot")
-    if not (px_counts or obj_rows or cl_rows):
+    ops = sorted(t for t in {round(p.pred.threshold, 6) for p in pairs} if 0 < t <= 1)
+    curves = froc_curves(pairs, froc_thresholds(n_thresholds, ops), tolerance_mm,
+                         cluster_tolerance_mm, max_candidates)
+    notes = list(curves.notes)
+    if curves.objects is not None:
+        result.setdefault("object", {})["froc"] = _froc_summary(
+            curves.objects, n_boot, seed, "fp_per_image", ops)
+    if curves.clusters is not None:
+        result.setdefault("cluster", {})["froc"] = _froc_summary(
+            curves.clusters, n_boot, seed, "false_clusters_per_normal_image", ops)
+        if curves.clusters.n_truth.sum() == 0:
+            notes.append("no labelled cluster among the images: no cluster FROC plot")
+    if not (px or obj or cl):
         notes.append("the truth gives no mask, MC point, cluster or normal image for the "
                      "matched predictions: nothing to score")
     result["notes"] = notes
     result = _clean(result)
-
     if out_path is not None:
-        out_path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_path / "metrics.json", result)
-        write_bytes_atomic(out_path / "per_image.csv", _csv_bytes(rows))
-        if froc_obj is not None:
-            _plot_froc(out_path / "froc_objects.png", _nan(result["object"]["froc"]),
-                       "fp_per_image",
-                       "false positives per image",
-                       f"MC FROC (hit within {tolerance_mm:g} mm)")
-        if froc_cl is not None and froc_cl.n_truth.sum() > 0:
-            summ = result["cluster"]["froc"]
-            x_name, xlabel = "false_clusters_per_normal_image", "false clusters per normal image"
-            if not any(v is not None for v in summ[x_name]):
-                x_name, xlabel = ("unmatched_clusters_per_abnormal_image",
-                                  "unmatched clusters per abnormal image (no normal image)")
-            _plot_froc(out_path / "froc_clusters.png", _nan(summ), x_name, xlabel,
-                       f"cluster FROC (tolerance {cluster_tolerance_mm:g} mm)")
+        write_evaluation(out_path, result, scores, curves, tolerance_mm, cluster_tolerance_mm)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+_CSV_COLUMNS = (
+    "stem", "truth_stem", "is_normal", "breast_area_cm2", "threshold",
+    "px_tp", "px_fp", "px_fn", "px_tn", *PIXEL_METRIC_NAMES,
+    "n_truth_mcs", "n_pred_mcs", "mc_tp", "mc_fp", "mc_fn", "mc_sensitivity", "mc_fp_per_cm2",
+    "n_truth_clusters", "n_clusters_found", "n_pred_clusters", "n_false_clusters",
+    "n_unmatched_clusters", "notes",
+)
+
+
+
+
+def write_evaluation(out_path: Path, result: dict[str, Any], scores: Sequence[ImageScore],
+                     curves: FrocCurves, tolerance_mm: float,
+                     cluster_tolerance_mm: float) -> None:
+    """``metrics.json``, ``per_image.csv`` and the FROC plots (each only when its curve exists;
+    the cluster plot only with a labelled cluster), all atomic."""
+    out_path.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_path / "metrics.json", result)
+    write_bytes_atomic(out_path / "per_image.csv",
+                       csv_bytes([s.csv_row() for s in scores], _CSV_COLUMNS, float_digits=6))
+    if curves.objects is not None:
+        _plot_froc(out_path / "froc_objects.png", _nan(result["object"]["froc"]),
+                   "fp_per_image",
+                   "false positives per image",
+                   f"MC FROC (hit within {tolerance_mm:g} mm)")
+    if curves.clusters is not None and curves.clusters.n_truth.sum() > 0:
+        summ = result["cluster"]["froc"]
+        x_name, xlabel = "false_clusters_per_normal_image", "false clusters per normal image"
+        if not any(v is not None for v in summ[x_name]):
+            x_name, xlabel = ("unmatched_clusters_per_abnormal_image",
+                              "unmatched clusters per abnormal image (no normal image)")
+        _plot_froc(out_path / "froc_clusters.png", _nan(summ), x_name, xlabel,
+                   f"cluster FROC (tolerance {cluster_tolerance_mm:g} mm)")
 
 
 def _nan(summary: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,9 @@ Cluster level (:func:`cluster_detection`): a labelled cluster circle (centre, ra
 its centre; a detected cluster with no member inside any enlarged circle is *unmatched*. On a
 normal image every detected cluster is a false cluster.
 
-FROC sweep (:func:`image_candidates`, :func:`froc_objects`, :func:`froc_clusters`): at each
+FROC sweep (:func:`image_candidates`, then :func:`object_froc` / :func:`cluster_froc` over
+per-image :class:`FrocImage` records; :func:`froc_objects` / :func:`froc_clusters` do both
+from probability maps; ``mcgenref evaluate`` uses the same two functions): at each
 threshold ``t`` of the sweep the detected MCs are exactly the 8-connected components of
 ``prob >= t`` inside the region, as ``mcgenref segment`` would report them at that threshold;
 each is placed at its peak pixel (argmax of ``prob``, first in raster order on ties) and scored
@@ -501,13 +503,86 @@ def _sweep_check(thresholds: ArrayLike) -> np.ndarray:
     return th
 
 
+@dataclass(frozen=True)
+class FrocImage:
+    """One image's part in a FROC sweep: its candidates (:func:`image_candidates` over the
+    sweep's thresholds) and its truth.
+
+    ``truth_points``: ``(N, 2)`` (row, col) px, or ``None`` when the image has no MC truth
+    (left out of the object curve); ``circles_mm``: ``(M, 3)`` (y_mm, x_mm, radius_mm), or
+    ``None`` when the image is neither normal nor has cluster circles (left out of the cluster
+    curve); ``area_cm2``: the region's area (FP per cm²); ``rule``: its cluster grouping.
+    """
+
+    cands: Candidates
+    spacing: tuple[float, float]
+    area_cm2: float
+    truth_points: np.ndarray | None = None
+    circles_mm: np.ndarray | None = None
+    is_normal: bool = False
+    rule: ClusterRule = ClusterRule()
+    stem: str = ""
+
+
+def object_froc(images: Sequence[FrocImage], thresholds: np.ndarray,
+                tolerance_mm: float = 1.0) -> FrocCurve:
+    """The object FROC of ``images`` (each with ``truth_points``) over ``thresholds``, the
+    sorted, unique sweep their candidates were made with (:func:`object_counts` per image)."""
+    n = len(images)
+    hits = np.zeros((n, len(thresholds)))
+    false = np.zeros((n, len(thresholds)))
+    n_truth = np.zeros(n, dtype=np.int64)
+    for i, im in enumerate(images):
+        if im.truth_points is None:
+            raise InputError(f"object_froc: image {im.stem or i} has no truth points")
+        pts = np.asarray(im.truth_points, dtype=float).reshape(-1, 2)
+        hits[i], false[i] = object_counts(im.cands, pts, im.spacing, tolerance_mm, thresholds)
+        n_truth[i] = len(pts)
+    return FrocCurve(thresholds, hits, false, n_truth, np.ones(n, dtype=bool),
+                     area_cm2=np.array([im.area_cm2 for im in images], dtype=float),
+                     stems=[im.stem for im in images])
+
+
+def cluster_froc(images: Sequence[FrocImage], thresholds: np.ndarray,
+                 tolerance_mm: float = 2.0) -> FrocCurve:
+    """The cluster FROC of ``images`` (each with ``circles_mm``, empty on normal images) over
+    ``thresholds`` (as :func:`object_froc`): :func:`cluster_counts` per image with its own
+    rule; clusters on normal images are false clusters, those matching no circle on abnormal
+    images go to ``unmatched``. Images resampled stratified in :meth:`FrocCurve.bootstrap`."""
+    n = len(images)
+    hits = np.zeros((n, len(thresholds)))
+    false = np.zeros((n, len(thresholds)))
+    unmatched = np.zeros((n, len(thresholds)))
+    n_truth = np.zeros(n, dtype=np.int64)
+    for i, im in enumerate(images):
+        if im.circles_mm is None:
+            raise InputError(f"cluster_froc: image {im.stem or i} has no cluster truth")
+        circles = np.asarray(im.circles_mm, dtype=float).reshape(-1, 3)
+        f, ncl, unm = cluster_counts(im.cands, circles, im.spacing, thresholds, im.rule,
+                                     tolerance_mm)
+        hits[i] = f
+        n_truth[i] = len(circles)
+        zero = np.where(np.isnan(ncl), np.nan, 0.0)  # NaN where the sweep is not covered
+        false[i] = ncl if im.is_normal else zero
+        unmatched[i] = zero if im.is_normal else unm
+    return FrocCurve(thresholds, hits, false, n_truth,
+                     np.array([im.is_normal for im in images], dtype=bool),
+                     unmatched=unmatched, stratified=True, stems=[im.stem for im in images])
+
+
+def _region_area_cm2(prob: np.ndarray, region: np.ndarray | None,
+                     spacing: tuple[float, float]) -> float:
+    n_px = prob.size if region is None else int(np.count_nonzero(region))
+    return n_px * spacing[0] * spacing[1] / 100.0
+
+
 def froc_objects(prob_maps: Sequence[np.ndarray], truth_points: Sequence[ArrayLike],
                  thresholds: ArrayLike, spacings: Sequence[tuple[float, float]],
                  regions: Sequence[np.ndarray | None] | None = None,
                  tolerance_mm: float = 1.0, max_candidates: int | None = None) -> FrocCurve:
     """Object-level FROC over ``thresholds`` (sorted ascending, duplicates removed).
 
-    Per image: :func:`image_candidates` at the lowest threshold, then :func:`object_counts`.
+    Per image: :func:`image_candidates` over the thresholds, then :func:`object_froc`.
     ``truth_points[i]``: ``(N_i, 2)`` (row, col) px. FP per cm² uses the region area.
     """
     th = _sweep_check(thresholds)
@@ -515,19 +590,14 @@ def froc_objects(prob_maps: Sequence[np.ndarray], truth_points: Sequence[ArrayLi
     if not (len(truth_points) == len(spacings) == n) or (regions is not None and len(regions) != n):
         raise InputError("froc_objects: prob_maps, truth_points, spacings, regions differ "
                          "in length")
-    hits = np.zeros((n, len(th)))
-    false = np.zeros((n, len(th)))
-    n_truth = np.zeros(n, dtype=np.int64)
-    area = np.zeros(n)
+    images = []
     for i in range(n):
         region = None if regions is None else regions[i]
-        cands = image_candidates(prob_maps[i], th, region, max_candidates)
-        pts = np.asarray(truth_points[i], dtype=float).reshape(-1, 2)
-        hits[i], false[i] = object_counts(cands, pts, spacings[i], tolerance_mm, th)
-        n_truth[i] = len(pts)
-        n_px = prob_maps[i].size if region is None else int(np.count_nonzero(region))
-        area[i] = n_px * spacings[i][0] * spacings[i][1] / 100.0
-    return FrocCurve(th, hits, false, n_truth, np.ones(n, dtype=bool), area_cm2=area)
+        images.append(FrocImage(
+            image_candidates(prob_maps[i], th, region, max_candidates), spacings[i],
+            _region_area_cm2(prob_maps[i], region, spacings[i]),
+            truth_points=np.asarray(truth_points[i], dtype=float).reshape(-1, 2)))
+    return object_froc(images, th, tolerance_mm)
 
 
 def froc_clusters(prob_maps: Sequence[np.ndarray], truth_circles_mm: Sequence[ArrayLike],
@@ -538,33 +608,22 @@ def froc_clusters(prob_maps: Sequence[np.ndarray], truth_circles_mm: Sequence[Ar
                   max_candidates: int | None = None) -> FrocCurve:
     """Cluster-level FROC: labelled-cluster sensitivity vs false clusters per normal image.
 
-    ``truth_circles_mm[i]``: ``(M_i, 3)`` (y_mm, x_mm, radius_mm). Clusters detected on normal
-    images are false clusters; on abnormal images those matching no circle go to
-    ``unmatched``. Images resampled stratified in :meth:`FrocCurve.bootstrap`.
+    ``truth_circles_mm[i]``: ``(M_i, 3)`` (y_mm, x_mm, radius_mm). Per image:
+    :func:`image_candidates` over the thresholds, then :func:`cluster_froc`.
     """
     th = _sweep_check(thresholds)
     n = len(prob_maps)
     if not (len(truth_circles_mm) == len(is_normal) == len(spacings) == n):
         raise InputError("froc_clusters: inputs differ in length")
-    hits = np.zeros((n, len(th)))
-    false = np.zeros((n, len(th)))
-    unmatched = np.zeros((n, len(th)))
-    n_truth = np.zeros(n, dtype=np.int64)
-    normal = np.asarray(is_normal, dtype=bool)
+    images = []
     for i in range(n):
         region = None if regions is None else regions[i]
-        cands = image_candidates(prob_maps[i], th, region, max_candidates)
-        circles = np.asarray(truth_circles_mm[i], dtype=float).reshape(-1, 3)
-        f, ncl, unm = cluster_counts(cands, circles, spacings[i], th, rule, tolerance_mm)
-        hits[i] = f
-        n_truth[i] = len(circles)
-        if normal[i]:
-            false[i] = ncl
-            unmatched[i] = np.where(np.isnan(unm), np.nan, 0.0)
-        else:
-            unmatched[i] = unm
-            false[i] = np.where(np.isnan(ncl), np.nan, 0.0)
-    return FrocCurve(th, hits, false, n_truth, normal, unmatched=unmatched, stratified=True)
+        images.append(FrocImage(
+            image_candidates(prob_maps[i], th, region, max_candidates), spacings[i],
+            _region_area_cm2(prob_maps[i], region, spacings[i]),
+            circles_mm=np.asarray(truth_circles_mm[i], dtype=float).reshape(-1, 3),
+            is_normal=bool(is_normal[i]), rule=rule))
+    return cluster_froc(images, th, tolerance_mm)
 
 
 def _curve_xy(froc: FrocCurve | tuple[ArrayLike, ArrayLike]) -> tuple[np.ndarray, np.ndarray]:

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
-import json
 import os
 import queue
 import re
@@ -168,7 +166,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 def is_own_output(path: Path, out: Path) -> bool:
     """True for a file that a ``segment`` run into ``out`` wrote (a rerun must not take it for
     an input, e.g. with ``--out`` inside the input folder or under a ``**`` pattern)."""
-    from mcgenref.inference.segment import ALL_OUTPUT_SUFFIXES
+    from mcgenref.io.predictions import ALL_OUTPUT_SUFFIXES
 
     if not path.name.endswith(ALL_OUTPUT_SUFFIXES):
         return False
@@ -214,22 +212,14 @@ def _row(job: Job, status: str, *, error: str | None = None, n_calcifications: i
 
 def skipped_row(job: Job, out: Path) -> dict[str, Any]:
     """The row of an image finished by an earlier run (counts from its ``_meta.json``)."""
+    from mcgenref.io.predictions import read_meta
+
     try:
-        meta = json.loads((job.out_dir(out) / f"{job.stem}_meta.json").read_text())
-        counts = int(meta["n_calcifications"]), int(meta["n_clusters"])
-    except (OSError, ValueError, KeyError, TypeError):
+        meta = read_meta(job.out_dir(out), job.stem)
+        counts = int(meta.n_calcifications), int(meta.n_clusters)  # type: ignore[arg-type]
+    except (InputError, ValueError, TypeError):
         counts = (None, None)
     return _row(job, "skipped", n_calcifications=counts[0], n_clusters=counts[1])
-
-
-def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS), lineterminator="\n",
-                            extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in SUMMARY_COLUMNS})
-    return buf.getvalue()
 
 
 def read_summary(path: Path) -> list[dict[str, Any]]:
@@ -248,12 +238,13 @@ def write_summary(out: Path, rows: Sequence[dict[str, Any]]) -> Path:
     """``out/summary.csv`` with ``rows``, plus the rows of the existing one whose prefix is
     not among them (an earlier batch into the same folder); sorted by prefix; atomic."""
     from mcgenref.io.atomic import write_bytes_atomic
+    from mcgenref.io.predictions import csv_bytes
 
     path = out / SUMMARY_NAME
     ours = {row["prefix"] for row in rows}
     kept = [row for row in read_summary(path) if row["prefix"] not in ours]
     merged = sorted([*kept, *rows], key=lambda r: str(r["prefix"]))
-    write_bytes_atomic(path, _csv_text(merged).encode())
+    write_bytes_atomic(path, csv_bytes(merged, SUMMARY_COLUMNS))
     return path
 
 
@@ -269,6 +260,76 @@ class JobsResult:
     fatal: OutputError | None = None  # the output folder became unusable: the rest not run
 
 
+class _JobSteps:
+    """The two steps of one job and their error handling, shared by both modes of
+    :func:`run_jobs`: :meth:`detect` (wait for the prepared image, run the detector) and
+    :meth:`write` (write the files, record the row). An image that fails becomes a ``failed``
+    row; an :class:`OutputError` is kept in ``fatal`` and no further job starts."""
+
+    def __init__(self, segmenter: Any, out: Path,
+                 on_row: Callable[[dict[str, Any]], None] | None) -> None:
+        from mcgenref.inference import segment as segment_module
+
+        self.segmenter = segmenter
+        self.out = out
+        self.on_row = on_row
+        self.segment_module = segment_module  # write_outputs looked up at call time
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.errors: dict[str, McGenRefError] = {}
+        self.fatal: list[OutputError] = []
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def _finish(self, i: int, row: dict[str, Any], exc: McGenRefError | None = None) -> None:
+        with self._lock:
+            self.rows[i] = row
+            if exc is not None:
+                self.errors[row["prefix"]] = exc
+        if self.on_row is not None:
+            self.on_row(row)
+
+    @property
+    def halted(self) -> bool:
+        """No further job should start (the output folder failed, or the batch is stopping)."""
+        return bool(self.fatal) or self.stop.is_set()
+
+    def detect(self, i: int, job: Job, prepared: Callable[[], Any], t0: float) -> Any | None:
+        """The detection result, or None when the job ended here (failed or fatal)."""
+        try:
+            return self.segmenter.detect(prepared())
+        except OutputError as exc:  # results already queued are still written
+            self.fatal.append(exc)
+        except McGenRefError as exc:
+            self._finish(i, _row(job, "failed", error=str(exc), seconds=time.perf_counter() - t0),
+                         exc)
+        return None
+
+    def write(self, i: int, job: Job, result: Any) -> None:
+        """Write the job's files and its ``done`` row (or its ``failed`` row)."""
+        seconds = float(sum(result.meta.timings.values()))
+        try:
+            folder = job.out_dir(self.out)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from None
+            t0 = time.perf_counter()
+            self.segment_module.write_outputs(result, folder)
+        except OutputError as exc:  # the folder is unusable: drop what waits to be written
+            self.fatal.append(exc)
+            self.stop.set()
+        except McGenRefError as exc:  # e.g. a DICOM SEG that cannot be built
+            self._finish(i, _row(job, "failed", error=str(exc), seconds=seconds), exc)
+        else:
+            seconds += time.perf_counter() - t0
+            self._finish(i, _row(job, "done", n_calcifications=result.meta.n_calcifications,
+                                 n_clusters=result.meta.n_clusters, seconds=seconds))
+
+    def result(self) -> JobsResult:
+        return JobsResult([self.rows[i] for i in sorted(self.rows)], self.errors,
+                          self.fatal[0] if self.fatal else None)
+
+
 def run_jobs(segmenter: Any, jobs: Sequence[Job], out: Path, workers: int = 2,
              on_row: Callable[[dict[str, Any]], None] | None = None) -> JobsResult:
     """Segment ``jobs`` into ``out``: read ahead in ``workers`` threads, write in another.
@@ -277,53 +338,17 @@ def run_jobs(segmenter: Any, jobs: Sequence[Job], out: Path, workers: int = 2,
     ``on_row`` is called once per finished job (from the writer thread when pipelined).
     ``mcgenref.inference.segment.write_outputs`` is looked up at call time (benchmarks wrap it).
     """
-    from mcgenref.inference import segment as segment_module
-
-    rows: dict[int, dict[str, Any]] = {}
-    errors: dict[str, McGenRefError] = {}
-    fatal: list[OutputError] = []
-    lock = threading.Lock()
-
-    def finish(i: int, row: dict[str, Any], exc: McGenRefError | None = None) -> None:
-        with lock:
-            rows[i] = row
-            if exc is not None:
-                errors[row["prefix"]] = exc
-        if on_row is not None:
-            on_row(row)
-
-    def failed(i: int, job: Job, exc: McGenRefError, seconds: float) -> None:
-        finish(i, _row(job, "failed", error=str(exc), seconds=seconds), exc)
-
-    def write(i: int, job: Job, result: Any, seconds: float) -> None:
-        folder = job.out_dir(out)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from None
-        t0 = time.perf_counter()
-        segment_module.write_outputs(result, folder)
-        seconds += time.perf_counter() - t0
-        finish(i, _row(job, "done", n_calcifications=result.meta["n_calcifications"],
-                       n_clusters=result.meta["n_clusters"], seconds=seconds))
-
-    def own_seconds(result: Any) -> float:
-        return float(sum(result.meta["timings"].values()))
-
+    steps = _JobSteps(segmenter, out, on_row)
     if workers <= 0:
         for i, job in enumerate(jobs):
-            t0 = time.perf_counter()
-            try:
-                result = segmenter.detect(segmenter.prepare(job.input, job.stem))
-                write(i, job, result, own_seconds(result))
-            except OutputError as exc:
-                fatal.append(exc)
+            result = steps.detect(i, job, lambda job=job: segmenter.prepare(job.input, job.stem),
+                                  time.perf_counter())
+            if result is not None:
+                steps.write(i, job, result)
+            if steps.halted:
                 break
-            except McGenRefError as exc:
-                failed(i, job, exc, time.perf_counter() - t0)
-        return JobsResult([rows[i] for i in sorted(rows)], errors, fatal[0] if fatal else None)
+        return steps.result()
 
-    stop = threading.Event()
     bug: list[BaseException] = []
     # bounded: a slow disk makes detection wait instead of filling memory with results
     write_queue: queue.Queue = queue.Queue(maxsize=2)
@@ -333,19 +358,13 @@ def run_jobs(segmenter: Any, jobs: Sequence[Job], out: Path, workers: int = 2,
             item = write_queue.get()
             if item is None:
                 return
-            if stop.is_set():
+            if steps.stop.is_set():
                 continue  # the batch is stopping: drop, the image is redone by the next run
-            i, job, result = item
             try:
-                write(i, job, result, own_seconds(result))
-            except OutputError as exc:
-                fatal.append(exc)
-                stop.set()
-            except McGenRefError as exc:  # e.g. a DICOM SEG that cannot be built
-                failed(i, job, exc, own_seconds(result))
+                steps.write(*item)
             except BaseException as exc:  # noqa: BLE001 - a bug: re-raised in the calling thread
                 bug.append(exc)
-                stop.set()
+                steps.stop.set()
 
     writer_thread = threading.Thread(target=writer, name="mcgenref-write", daemon=True)
     writer_thread.start()
@@ -364,21 +383,15 @@ def run_jobs(segmenter: Any, jobs: Sequence[Job], out: Path, workers: int = 2,
 
     try:
         refill()
-        while pending and not stop.is_set():
+        while pending and not steps.halted:
             i, job, future, t0 = pending.popleft()
             refill()  # the readers work on the next images while this one is detected
-            try:
-                result = segmenter.detect(future.result())
-            except OutputError as exc:
-                fatal.append(exc)
-                break
-            except McGenRefError as exc:
-                failed(i, job, exc, time.perf_counter() - t0)
-                continue
-            write_queue.put((i, job, result))
+            result = steps.detect(i, job, future.result, t0)
+            if result is not None:
+                write_queue.put((i, job, result))
             del result
     except BaseException:
-        stop.set()  # interrupted: finish the file being written, drop the rest
+        steps.stop.set()  # interrupted: finish the file being written, drop the rest
         raise
     finally:
         for *_, future, _ in pending:
@@ -388,7 +401,7 @@ def run_jobs(segmenter: Any, jobs: Sequence[Job], out: Path, workers: int = 2,
         writer_thread.join()
     if bug:
         raise bug[0]
-    return JobsResult([rows[i] for i in sorted(rows)], errors, fatal[0] if fatal else None)
+    return steps.result()
 
 
 # --------------------------------------------------------------------------- the batch

@@ -13,14 +13,16 @@ For one image (:meth:`Segmenter.segment`):
    candidates (:mod:`.refine`, TT-GPR), with the shipped or a given generator;
 4. threshold, measure MCs, group clusters (:mod:`.postprocess`).
 
-:func:`write_outputs` writes ``<stem>_prob.png`` (uint16, p x 65535), ``<stem>_mask.png``
+:func:`write_outputs` writes (names and encodings from :mod:`mcgenref.io.predictions`)
+``<stem>_prob.png`` (uint16, p x 65535), ``<stem>_mask.png``
 (0/255), ``<stem>_calcifications.csv``, ``<stem>_clusters.json``, ``<stem>_overlay.png``,
 ``<stem>_breast.png``, with ``refine`` ``<stem>_uncertainty.png`` (TT-GPR's uncertainty, uint16,
 2 x the standard deviation of the surrogate probabilities x 65535: 0 where the projections
 agree or no candidate was refined, 65535 at the largest possible disagreement), for DICOM
 inputs ``<stem>_seg.dcm`` (a DICOM SEG of the mask that references the source:
 :mod:`mcgenref.io.dicom_seg`; unless ``write_seg`` is off) and, last, ``<stem>_meta.json`` (its
-presence marks the image as done). Each cluster in ``<stem>_clusters.json`` carries
+presence marks the image as done; the record is a
+:class:`~mcgenref.io.predictions.PredictionMeta`). Each cluster in ``<stem>_clusters.json`` carries
 descriptive geometry (:mod:`.descriptors`: extent, area, density, distribution class,
 morphology spread; descriptive, not diagnostic). Every file is written atomically. No patient
 identifier is copied into any of them except ``<stem>_seg.dcm``, which as a DICOM object derived from the
@@ -30,8 +32,7 @@ error for that image (InputError), like any other output it needs: no meta, so i
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 import json
 import time
 import warnings
@@ -64,21 +65,28 @@ from mcgenref.io.atomic import (
     write_png_atomic,
 )
 from mcgenref.io.meta import ImageMeta
+from mcgenref.io.predictions import (
+    BREAST_SUFFIX,
+    CALCIFICATIONS_SUFFIX,
+    CLUSTERS_SUFFIX,
+    MASK_SUFFIX,
+    OVERLAY_SUFFIX,
+    PROB_SUFFIX,
+    SEG_SUFFIX,
+    UNCERTAINTY_SUFFIX,
+    ImageRecord,
+    PredictionMeta,
+    csv_bytes,
+    encode_mask,
+    encode_prob,
+    is_complete,
+    output_path,
+    read_meta,
+    write_meta,
+)
 from mcgenref.io.resample import resample, resample_to_shape, zoom_factors
 from mcgenref.runtime import Autocast, resolve_device
 
-#: The breast region the MC search uses excludes a margin at the skin line (see
-#: mcgenref.io.breast); the probability is 0 outside it.
-OUTPUT_SUFFIXES = (
-    "_prob.png", "_mask.png", "_calcifications.csv", "_clusters.json", "_overlay.png",
-    "_breast.png", "_meta.json",
-)
-#: Files that DICOM inputs have besides :data:`OUTPUT_SUFFIXES`.
-DICOM_OUTPUT_SUFFIXES = ("_seg.dcm",)
-#: Files that refined runs (``--refine``) have besides :data:`OUTPUT_SUFFIXES`.
-REFINE_OUTPUT_SUFFIXES = ("_uncertainty.png",)
-#: Every name an output of ``segment`` can end with (not taken for inputs on reruns).
-ALL_OUTPUT_SUFFIXES = OUTPUT_SUFFIXES + DICOM_OUTPUT_SUFFIXES + REFINE_OUTPUT_SUFFIXES
 #: SegmentConfig fields that choose which files are written, not what they contain: left out of
 #: the settings compared on reruns (a run without the SEG is not "other settings").
 OUTPUT_ONLY_FIELDS = ("write_seg",)
@@ -198,7 +206,7 @@ class SegmentationResult:
     region: np.ndarray  # bool, the searched breast region
     prob: np.ndarray  # float32 in [0, 1]
     detections: Detections
-    meta: dict[str, Any]
+    meta: PredictionMeta  # the <stem>_meta.json record
     source_path: Path | None = None  # the DICOM input (for its SEG); None for other formats
     uncertainty: np.ndarray | None = None  # float32 [0, 0.5], TT-GPR's surrogate spread
 
@@ -435,36 +443,36 @@ class Segmenter:
         t3 = time.perf_counter()
         detections = find_calcifications(prob, region, spacing, self.threshold, self.config.cluster_rule)
         timings["postprocess_s"] = time.perf_counter() - t3
-        record = {
-            "software": f"mcgenref {mcgenref.__version__}",
-            "input": path.name,
-            "method": self.config.method,
-            "model": self.model_info,
-            "refine": self.config.refine,
-            "generator": self.generator_info,
-            "settings": self.settings(),
-            "write_seg": self.config.write_seg,
-            "pixel_spacing_mm": list(spacing),
-            "pixel_spacing_source": meta.spacing_source,
-            "image_size": [int(image.shape[0]), int(image.shape[1])],
-            "threshold": self.threshold,
-            "normalization": prepared.normalization,
-            "image": {
-                "format": meta.format,
-                "photometric_interpretation": meta.photometric_interpretation,
-                "bits_stored": meta.bits_stored,
-                "inverted": meta.inverted,
-                "presentation_intent": meta.presentation_intent,
-                "laterality": meta.laterality,
-                "view": meta.view,
-                "warnings": list(meta.warnings),
-            },
-            "breast_area_mm2": round(float(region.sum()) * spacing[0] * spacing[1], 1),
-            "n_calcifications": len(detections.mcs),
-            "n_clusters": len(detections.clusters),
-            "detector": extra,
-            "timings": {k: round(v, 4) for k, v in timings.items()},
-        }
+        record = PredictionMeta(
+            software=f"mcgenref {mcgenref.__version__}",
+            input=path.name,
+            method=self.config.method,
+            model=self.model_info,
+            refine=self.config.refine,
+            generator=self.generator_info,
+            settings=self.settings(),
+            write_seg=self.config.write_seg,
+            pixel_spacing_mm=spacing,
+            pixel_spacing_source=meta.spacing_source,
+            image_size=(int(image.shape[0]), int(image.shape[1])),
+            threshold=self.threshold,
+            normalization=prepared.normalization,
+            image=ImageRecord(
+                format=meta.format,
+                photometric_interpretation=meta.photometric_interpretation,
+                bits_stored=meta.bits_stored,
+                inverted=meta.inverted,
+                presentation_intent=meta.presentation_intent,
+                laterality=meta.laterality,
+                view=meta.view,
+                warnings=tuple(meta.warnings),
+            ),
+            breast_area_mm2=round(float(region.sum()) * spacing[0] * spacing[1], 1),
+            n_calcifications=len(detections.mcs),
+            n_clusters=len(detections.clusters),
+            detector=extra,
+            timings={k: round(v, 4) for k, v in timings.items()},
+        )
         return SegmentationResult(
             stem=prepared.stem, image=image, region=region, prob=prob,
             detections=detections, meta=record,
@@ -473,37 +481,33 @@ class Segmenter:
         )
 
 
-def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue().encode()
-
-
 def write_outputs(result: SegmentationResult, out_dir: Path,
                   write_seg: bool | None = None) -> dict[str, float]:
     """Write one image's files atomically, ``<stem>_meta.json`` last; returns timings.
 
     ``write_seg``: write ``<stem>_seg.dcm`` for a DICOM input; ``None``: as the Segmenter's
-    ``SegmentConfig.write_seg`` (recorded in ``result.meta["write_seg"]``).
+    ``SegmentConfig.write_seg`` (recorded in ``result.meta.write_seg``).
     """
+    meta = result.meta
     if write_seg is None:
-        write_seg = bool(result.meta.get("write_seg", True))
+        write_seg = meta.write_seg
     t0 = time.perf_counter()
     stem = result.stem
-    spacing = tuple(result.meta["pixel_spacing_mm"])
-    prob16 = np.round(np.clip(result.prob, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    spacing = meta.pixel_spacing_mm
+    assert spacing is not None and meta.settings is not None
+
+    def path(suffix: str) -> Path:
+        return output_path(out_dir, stem, suffix)
+
     # full-field maps are large: fast zlib level (lossless all the same)
-    write_png_atomic(out_dir / f"{stem}_prob.png", prob16, compress_level=1)
-    write_png_atomic(out_dir / f"{stem}_mask.png", result.detections.mask.astype(np.uint8) * 255,
-                     compress_level=1)
-    write_bytes_atomic(out_dir / f"{stem}_calcifications.csv", _csv_bytes(result.detections.mcs))
+    write_png_atomic(path(PROB_SUFFIX), encode_prob(result.prob), compress_level=1)
+    write_png_atomic(path(MASK_SUFFIX), encode_mask(result.detections.mask), compress_level=1)
+    write_bytes_atomic(path(CALCIFICATIONS_SUFFIX), csv_bytes(result.detections.mcs, CSV_COLUMNS))
     det = result.detections
-    described = describe_clusters(det.mcs, det.clusters, det.mask, spacing)  # type: ignore[arg-type]
-    write_json_atomic(out_dir / f"{stem}_clusters.json", {
+    described = describe_clusters(det.mcs, det.clusters, det.mask, spacing)
+    write_json_atomic(path(CLUSTERS_SUFFIX), {
         "rule": {
-            **result.meta["settings"]["config"]["cluster_rule"],
+            **meta.settings["config"]["cluster_rule"],
             "description": "at least min_count MCs within radius_mm of the cluster's strongest "
             "free MC (greedy, strongest first); score = the min_count-th strongest member's "
             "peak probability",
@@ -512,32 +516,32 @@ def write_outputs(result: SegmentationResult, out_dir: Path,
         "pixel_spacing_mm": list(spacing),
         "clusters": [dict(cl, descriptors=d) for cl, d in zip(det.clusters, described)],
     })
-    overlay = render_overlay(result.image, result.region, result.detections, spacing)  # type: ignore[arg-type]
-    write_png_atomic(out_dir / f"{stem}_overlay.png", overlay, compress_level=1)
-    write_png_atomic(out_dir / f"{stem}_breast.png", result.region.astype(np.uint8) * 255,
-                     compress_level=1)
+    overlay = render_overlay(result.image, result.region, result.detections, spacing)
+    write_png_atomic(path(OVERLAY_SUFFIX), overlay, compress_level=1)
+    write_png_atomic(path(BREAST_SUFFIX), encode_mask(result.region), compress_level=1)
     if result.uncertainty is not None:
-        spread = np.round(np.clip(2.0 * result.uncertainty, 0.0, 1.0) * 65535.0).astype(np.uint16)
-        write_png_atomic(out_dir / f"{stem}_uncertainty.png", spread, compress_level=1)
-    if write_seg and result.meta["image"]["format"] == "dicom":
+        # 2 x the spread: the largest possible standard deviation of probabilities is 0.5
+        write_png_atomic(path(UNCERTAINTY_SUFFIX), encode_prob(2.0 * result.uncertainty),
+                         compress_level=1)
+    if write_seg and meta.image.format == "dicom":
         from mcgenref.io.dicom_seg import seg_bytes
 
         if result.source_path is None:
             raise InputError(f"{stem}: the DICOM source path is needed to write its SEG")
+        model = meta.model or {}
         algorithm = {
-            "name": result.meta["model"]["name"],
+            "name": model["name"],
             "version": mcgenref.__version__,
-            "model_sha256": result.meta["model"].get("sha256"),
-            "method": result.meta["method"],
-            "threshold": result.meta["threshold"],
+            "model_sha256": model.get("sha256"),
+            "method": meta.method,
+            "threshold": meta.threshold,
         }
-        write_bytes_atomic(out_dir / f"{stem}_seg.dcm",
+        write_bytes_atomic(path(SEG_SUFFIX),
                            seg_bytes(result.source_path, result.detections.mask, algorithm))
     else:
-        remove_stale(out_dir / f"{stem}_seg.dcm")  # a SEG of an earlier mask would mislead
-    meta = dict(result.meta)
-    meta["timings"] = dict(meta["timings"], write_s=round(time.perf_counter() - t0, 4))
-    write_json_atomic(out_dir / f"{stem}_meta.json", meta)
+        remove_stale(path(SEG_SUFFIX))  # a SEG of an earlier mask would mislead
+    timings = dict(meta.timings, write_s=round(time.perf_counter() - t0, 4))
+    write_meta(out_dir, stem, dataclasses.replace(meta, timings=timings))
     return {"write_s": time.perf_counter() - t0}
 
 
@@ -548,20 +552,10 @@ def is_done(out_dir: Path, stem: str, settings: dict[str, Any],
 
     ``write_seg``: whether a DICOM input's ``<stem>_seg.dcm`` is required.
     """
-    meta_path = out_dir / f"{stem}_meta.json"
-    if not meta_path.is_file():
-        return None
     try:
-        previous = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError):
+        previous = read_meta(out_dir, stem)
+    except InputError:
         return None
-    if not isinstance(previous, dict):
-        return None
-    if previous.get("settings") != json.loads(json.dumps(settings)):
+    if previous.settings != json.loads(json.dumps(settings)):
         return False
-    suffixes = OUTPUT_SUFFIXES
-    if write_seg and (previous.get("image") or {}).get("format") == "dicom":
-        suffixes = suffixes + DICOM_OUTPUT_SUFFIXES
-    if previous.get("refine"):
-        suffixes = suffixes + REFINE_OUTPUT_SUFFIXES
-    return True if all((out_dir / f"{stem}{s}").is_file() for s in suffixes) else None
+    return True if is_complete(out_dir, stem, previous, write_seg) else None

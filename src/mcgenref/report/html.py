@@ -32,7 +32,15 @@ from pathlib import Path
 from typing import IO, Any
 
 import mcgenref
+from mcgenref.errors import InputError
 from mcgenref.io.atomic import atomic_text_writer
+from mcgenref.io.predictions import (
+    CLUSTERS_SUFFIX,
+    OVERLAY_SUFFIX,
+    PredictionMeta,
+    output_path,
+    read_meta,
+)
 
 REPORT_NAME = "report.html"
 BANNER = "Research use only — not a medical device"
@@ -116,6 +124,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _read_meta(out_dir: Path, prefix: str) -> PredictionMeta | None:
+    try:
+        return read_meta(out_dir, prefix)
+    except InputError:
+        return None
 
 
 def _open_rgb(path: Path) -> tuple[Any | None, str | None]:
@@ -210,31 +225,32 @@ def _descriptor_cells(d: dict[str, Any] | None) -> list[Any]:
 
 
 def _segment_image_section(fh: IO[str], out_dir: Path, index: int, entry: dict[str, Any],
-                           meta: dict[str, Any] | None, clusters_doc: dict[str, Any] | None) -> None:
+                           meta: PredictionMeta | None, clusters_doc: dict[str, Any] | None) -> None:
     prefix = str(entry["prefix"])
     fh.write(f"<section class=\"image\" id=\"image-{index}\">\n<h2>{_esc(prefix)}</h2>\n")
     if meta is None:
         fh.write(f"<p class=\"error\">{_esc(prefix)}_meta.json is missing or unreadable: no "
                  "results to show.</p>\n</section>\n")
         return
-    spacing = tuple(float(s) for s in meta.get("pixel_spacing_mm", (0.1, 0.1)))
-    model = meta.get("model") or {}
+    spacing = meta.pixel_spacing_mm or (0.1, 0.1)
+    model = meta.model or {}
     facts = [
-        ("input file", meta.get("input", Path(str(entry.get("input", ""))).name)),
+        ("input file", meta.input if meta.input is not None
+         else Path(str(entry.get("input", ""))).name),
         ("status in this run", entry.get("status")),
-        ("method", meta.get("method")),
+        ("method", meta.method),
         ("model", f"{model.get('name', 'n/a')}"
          + (f" (sha256 {str(model['sha256'])[:12]}…)" if model.get("sha256") else "")),
-        ("threshold", meta.get("threshold")),
+        ("threshold", meta.threshold),
         ("pixel spacing (mm)", " x ".join(_fmt(s, 4) for s in spacing)
-         + f" ({meta.get('pixel_spacing_source', 'n/a')})"),
-        ("image size (px)", " x ".join(str(v) for v in meta.get("image_size", []))),
-        ("breast area searched (mm²)", meta.get("breast_area_mm2")),
-        ("MCs", meta.get("n_calcifications")),
-        ("clusters", meta.get("n_clusters")),
+         + f" ({meta.pixel_spacing_source or 'n/a'})"),
+        ("image size (px)", " x ".join(str(v) for v in (meta.image_size or ()))),
+        ("breast area searched (mm²)", meta.breast_area_mm2),
+        ("MCs", meta.n_calcifications),
+        ("clusters", meta.n_clusters),
     ]
     _table(fh, None, facts, cls="facts", numeric_from=1)
-    overlay, why = _open_rgb(out_dir / f"{prefix}_overlay.png")
+    overlay, why = _open_rgb(output_path(out_dir, prefix, OVERLAY_SUFFIX))
     if overlay is None:
         fh.write(f"<p class=\"note\">No overlay picture: {_esc(why)}.</p>\n")
     else:
@@ -301,14 +317,14 @@ def write_segment_report(out_dir: Path, entries: list[dict[str, Any]]) -> Path:
                  f"{counts['skipped']} already done (skipped), {counts['failed']} failed.</p>\n")
         fh.write("<h2>Summary</h2>\n")
         summary_rows = []
-        metas: list[dict[str, Any] | None] = []
+        metas: list[PredictionMeta | None] = []
         docs: list[dict[str, Any] | None] = []
         for i, e in enumerate(entries, start=1):
             prefix = str(e.get("prefix", ""))
             meta = docs_ = None
             if e.get("status") != "failed":
-                meta = _read_json(out_dir / f"{prefix}_meta.json")
-                docs_ = _read_json(out_dir / f"{prefix}_clusters.json")
+                meta = _read_meta(out_dir, prefix)
+                docs_ = _read_json(output_path(out_dir, prefix, CLUSTERS_SUFFIX))
             metas.append(meta)
             docs.append(docs_)
             cl = (docs_ or {}).get("clusters") or []
@@ -318,7 +334,7 @@ def write_segment_report(out_dir: Path, entries: list[dict[str, Any]]) -> Path:
             summary_rows.append([
                 i, Path(str(e.get("input", ""))).name, name,
                 ("html", f"<span class=\"status-{_esc(status)}\">{_esc(status)}</span>"),
-                (meta or {}).get("n_calcifications"), (meta or {}).get("n_clusters"), top,
+                meta.n_calcifications if meta else None, meta.n_clusters if meta else None, top,
                 _safe_error(e) if status == "failed" else "",
             ])
         _table(fh, ["#", "input file", "outputs", "status", "MCs", "clusters",
@@ -426,7 +442,7 @@ def write_evaluation_report(out_dir: Path, pred_dir: Path | None = None) -> Path
         if pred_dir is not None and stems:
             shown = 0
             for stem in stems:
-                image, _ = _open_rgb(Path(pred_dir) / f"{stem}_overlay.png")
+                image, _ = _open_rgb(output_path(pred_dir, stem, OVERLAY_SUFFIX))
                 if image is None:
                     continue
                 if not shown:
