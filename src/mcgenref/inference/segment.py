@@ -504,13 +504,11 @@ def write_outputs(result: SegmentationResult, out_dir: Path,
                      compress_level=1)
     write_bytes_atomic(out_dir / f"{stem}_calcifications.csv", _csv_bytes(result.detections.mcs))
     det = result.detections
-    described = describe_clusters(det.mcs, det.clusters, det.mask, spacing)  # type: ignore[arg-type]
+    described = describe_clusters(det.mcs, det.clusters, det.labels, spacing)  # type: ignore[arg-type]
     write_json_atomic(out_dir / f"{stem}_clusters.json", {
         "rule": {
             **result.meta["settings"]["config"]["cluster_rule"],
-            "description": "at least min_count MCs within radius_mm of the cluster's strongest "
-            "free MC (greedy, strongest first); score = the min_count-th strongest member's "
-            "peak probability",
+            "description": ClusterRule.DESCRIPTION,
         },
         "descriptor_rule": DESCRIPTOR_RULE,
         "pixel_spacing_mm": list(spacing),
