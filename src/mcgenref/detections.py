@@ -23,12 +23,16 @@ spacing ``(row_mm, col_mm)``, searched inside ``region``:
    raster order) are dropped: they can only be equal-valued tops separated by a narrow dip.
 
 Peaks are returned strongest first (score descending, then raster order), so the detections
-at a threshold are a prefix of the list. The default radius, 0.5 mm, is the size of a typical
-MC (0.1-1 mm; suspicious fine MCs are mostly under 0.5 mm): a blob narrower than 1 mm gives
-one peak, while two MCs of a cluster, whose centres are usually more than 0.5 mm apart, stay
-two. It is half the object-level hit tolerance of ``evaluate`` (1 mm), so one true MC cannot
-be hit by two peaks of the same blob at the default settings unless the blob is over 1 mm
-wide, and it is at least 2.5 pixels at the 0.2 mm of the shipped model.
+at a threshold are a prefix of the list.
+
+Why 0.5 mm by default: it is about one MC (0.1-1 mm; suspicious fine MCs are mostly under
+0.5 mm), so the noise bumps on one MC's blob, closer than that, give one peak, while two MCs
+of a cluster, whose centres are usually farther apart, stay two. It is half the object-level
+hit tolerance of ``evaluate`` (1 mm): one MC's blob yields a second peak, a false positive
+beside its hit, only where its maxima are more than 0.5 mm apart, i.e. a blob over ~1 mm.
+At the shipped model's 0.2 mm it is 2.5 pixels, so more than the 8-neighbourhood; much
+smaller (0.3 mm is 1.5 pixels there) would be the bare 8-neighbourhood on film, much larger
+(1 mm) would merge MCs of a tight cluster.
 
 Positions: ``(row, col)`` pixels, and mm as ``(y_mm, x_mm) = (row * row_mm, col * col_mm)``.
 """

@@ -123,4 +123,5 @@ def test_rule_validation_and_json_form() -> None:
     # a rule written before merging existed keeps the new fields' defaults
     old = ClusterRule.from_dict({"min_count": 3, "radius_mm": 5.0, "description": "..."})
     assert old == ClusterRule()
+    assert ClusterRule.from_dict({"radius_mm": 12.0}).max_extent_mm == 24.0
     assert "max_extent_mm" in ClusterRule.DESCRIPTION

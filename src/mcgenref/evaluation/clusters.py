@@ -30,8 +30,8 @@ as several groups, side by side or overlapping.
 
 So a chain of groups through dense tissue is cut: the shortest links merge first, and a
 cluster stops growing where the next merge would make it span more than the maximum extent
-(BI-RADS: "grouped" MCs span at most about 2 cm). Free MCs (in no group) stay free. ``max_extent_mm``
-must be at least ``2 * radius_mm``, the span one group may already have.
+(BI-RADS: "grouped" MCs span at most about 2 cm). Free MCs (in no group) stay free.
+``max_extent_mm`` must be at least ``2 * radius_mm``, the span one group may already have.
 
 Positions are in millimetres as ``(y_mm, x_mm)`` = ``(row * row_spacing, col * col_spacing)``
 (see :func:`points_px_to_mm`), distances Euclidean in mm.
@@ -106,13 +106,14 @@ class ClusterRule:
     def from_dict(cls, d: dict) -> ClusterRule:
         """Build from a dict such as ``clusters.json``'s ``"rule"`` (unknown keys ignored;
         missing ones keep their defaults, so a file written before merging existed is
-        re-grouped with merging)."""
+        re-grouped with merging; a missing ``max_extent_mm`` is at least ``2 * radius_mm``)."""
         base = cls()
-        return cls(min_count=int(d.get("min_count", base.min_count)),
-                   radius_mm=float(d.get("radius_mm", base.radius_mm)),
+        radius = float(d.get("radius_mm", base.radius_mm))
+        return cls(min_count=int(d.get("min_count", base.min_count)), radius_mm=radius,
                    merge=bool(d.get("merge", base.merge)),
                    merge_distance_mm=float(d.get("merge_distance_mm", base.merge_distance_mm)),
-                   max_extent_mm=float(d.get("max_extent_mm", base.max_extent_mm)))
+                   max_extent_mm=float(d.get("max_extent_mm",
+                                             max(base.max_extent_mm, 2 * radius))))
 
 
 @dataclass(frozen=True)
