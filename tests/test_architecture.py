@@ -19,7 +19,7 @@ PACKAGE = "mcgenref"
 
 #: Modules and packages at the ground: they import nothing above them (only each other and
 #: the root package, for ``__version__``).
-GROUND = frozenset({"config", "errors", "progress", "runtime", "clusters", "spots"})
+GROUND = frozenset({"config", "errors", "progress", "runtime", "clusters", "detections", "spots"})
 
 #: (importing part, parts it must not import, why) for the stages.
 STAGE_RULES: tuple[tuple[frozenset[str], frozenset[str], str], ...] = (

@@ -25,9 +25,9 @@ def _detect(blocks: list[tuple[int, int, int, int]], shape: tuple[int, int], spa
     mask = np.zeros(shape, bool)
     for r, c, h, w in blocks:
         mask[r:r + h, c:c + w] = True
-    det = find_calcifications(mask * 0.9, np.ones(shape, bool), (spacing, spacing), 0.5,
-                              ClusterRule(min_count=3, radius_mm=radius_mm))
-    return det.mcs, det.clusters, det.mask
+    rule = ClusterRule(min_count=3, radius_mm=radius_mm, max_extent_mm=max(20.0, 2 * radius_mm))
+    det = find_calcifications(mask * 0.9, np.ones(shape, bool), (spacing, spacing), 0.5, rule)
+    return det.mcs, det.clusters, det.labels
 
 
 def test_five_mcs_on_a_line_are_linear_with_known_extent_area_and_sizes() -> None:

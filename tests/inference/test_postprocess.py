@@ -16,8 +16,9 @@ def test_components_measured_in_mm() -> None:
     det = find_calcifications(prob, region, (0.1, 0.2), 0.5, ClusterRule())
     assert len(det.mcs) == 2
     a, b = det.mcs
-    assert (a["x"], a["y"]) == (21.0, 10.5)
-    assert a["x_mm"] == pytest.approx(4.2) and a["y_mm"] == pytest.approx(1.05)
+    # a flat top is one peak, at its pixel nearest the centroid (21, 10.5): raster first
+    assert (a["x"], a["y"]) == (21, 10)
+    assert a["x_mm"] == pytest.approx(4.2) and a["y_mm"] == pytest.approx(1.0)
     assert a["area_mm2"] == pytest.approx(6 * 0.02)
     # centres 2 columns apart (0.4 mm) + one pixel (mean spacing 0.15) ...
     assert a["max_diameter_mm"] == pytest.approx(np.hypot(0.1, 0.4) + 0.15, rel=1e-3)
@@ -37,3 +38,51 @@ def test_region_and_clusters() -> None:
     assert {m["cluster_id"] for m in det.mcs} == {1}
     det2 = find_calcifications(prob, region, (0.1, 0.1), 0.5, ClusterRule(4, 5.0))
     assert det2.clusters == []
+
+
+def _blob(shape, centre, peak, sigma_px):
+    rr, cc = np.mgrid[:shape[0], :shape[1]]
+    return peak * np.exp(-((rr - centre[0]) ** 2 + (cc - centre[1]) ** 2) / (2 * sigma_px**2))
+
+
+def test_touching_mcs_are_two_rows_that_share_their_component() -> None:
+    # two MCs 0.8 mm apart whose blobs join above the threshold, and a third 1.5 mm away:
+    # one component holds two peaks; three peaks make a cluster where two components do not
+    shape = (60, 60)
+    prob = np.maximum.reduce([_blob(shape, (20, 20), 0.9, 3.5), _blob(shape, (20, 28), 0.8, 3.5),
+                              _blob(shape, (35, 24), 0.85, 2.0)]).astype(np.float32)
+    region = np.ones(shape, bool)
+    det = find_calcifications(prob, region, (0.1, 0.1), 0.3, ClusterRule())
+    from scipy import ndimage
+
+    components, n = ndimage.label(det.mask, structure=np.ones((3, 3)))
+    assert n == 2
+    assert [(m["y"], m["x"]) for m in det.mcs] == [(20, 20), (35, 24), (20, 28)]  # strongest first
+    assert [m["peak_prob"] for m in det.mcs] == pytest.approx([0.9, 0.85, 0.8], abs=1e-4)
+    # the shared component is split between its two peaks: areas add up, outlines are disjoint
+    shared = components == components[20, 20]
+    assert np.array_equal(det.labels > 0, det.mask)
+    assert set(np.unique(det.labels[shared])) == {1, 3}
+    area = {m["id"]: m["area_mm2"] for m in det.mcs}
+    assert area[1] + area[3] == pytest.approx(shared.sum() * 0.01, abs=1e-3)
+    assert area[1] > area[3]  # the stronger, wider blob keeps more of the shared pixels
+    # each outline holds its peak, and the split runs through the valley between them
+    assert det.labels[20, 23] == 1 and det.labels[20, 25] == 3
+    for m in det.mcs:
+        assert det.labels[m["y"], m["x"]] == m["id"]
+        own = det.labels == m["id"]
+        assert m["mean_prob"] == pytest.approx(float(prob[own].mean()), abs=1e-4)
+    assert len(det.clusters) == 1 and det.clusters[0]["members"] == [1, 2, 3]
+    assert det.clusters[0]["n_groups"] == 1
+    # a lower threshold only adds MCs: the three are still there at 0.2
+    lower = find_calcifications(prob, region, (0.1, 0.1), 0.2, ClusterRule())
+    assert {(m["y"], m["x"]) for m in det.mcs} <= {(m["y"], m["x"]) for m in lower.mcs}
+
+
+def test_a_component_without_a_peak_of_its_own_is_no_row() -> None:
+    prob = np.zeros((20, 20), np.float32)
+    prob[10, 10] = 0.9
+    prob[10, 12] = 0.6  # 0.2 mm from a stronger peak, across a gap below the threshold
+    det = find_calcifications(prob, np.ones((20, 20), bool), (0.1, 0.1), 0.5, ClusterRule())
+    assert [(m["y"], m["x"]) for m in det.mcs] == [(10, 10)]
+    assert det.mask[10, 12] and det.labels[10, 12] == 0

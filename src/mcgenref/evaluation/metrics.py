@@ -29,6 +29,14 @@ each peak pixel with the lowest threshold at which it is still the peak of its o
 as ``t`` falls), so blobs that break in two at higher thresholds count as two there. At each
 threshold, MCs are matched to the truth, or grouped into clusters
 (:func:`mcgenref.clusters.group_clusters`) and matched to the cluster circles.
+
+With ``peaks=PeakRule(...)`` (:func:`peak_candidates`) the detections are instead the peaks of
+the map (:mod:`mcgenref.detections`: local maxima with non-maximum suppression in mm), scored
+by their probability: a peak is a detection at every ``t <= peak``, so lowering the threshold
+only adds detections, and object sensitivity cannot fall as the threshold falls. (Clusters
+are rebuilt from the detections at each threshold; a new MC can still regroup them, so the
+cluster curve is not guaranteed monotone, only free of the loss of MCs.) With components, a
+blob that is two detections at a high threshold may be one at a lower one, and a hit is lost.
 Object FROC: sensitivity = Σ tp / Σ n_truth against false positives per image = Σ fp / n_images
 (and per cm² of breast). Cluster FROC: sensitivity = Σ found / Σ labelled clusters (abnormal
 images) against false clusters per **normal** image; unmatched clusters on abnormal images are
@@ -51,6 +59,7 @@ from scipy import ndimage, sparse
 from scipy.sparse.csgraph import maximum_bipartite_matching
 from scipy.spatial import cKDTree
 
+from mcgenref.detections import PeakRule, find_peaks
 from mcgenref.errors import ConfigError, InputError
 from mcgenref.clusters import ClusterRule, group_clusters
 
@@ -355,6 +364,26 @@ def image_candidates(prob: np.ndarray, threshold: float | ArrayLike,
     return Candidates(rows.astype(np.int64), cols.astype(np.int64), peaks, dropped, since)
 
 
+def peak_candidates(prob: np.ndarray, spacing: tuple[float, float],
+                    threshold: float | ArrayLike, region: np.ndarray | None = None,
+                    max_candidates: int | None = None,
+                    rule: PeakRule = PeakRule()) -> Candidates:
+    """Candidate MCs as peaks (:func:`mcgenref.detections.find_peaks`) with ``score >=`` the
+    lowest ``threshold``, inside ``region``; ``spacing`` (row, col) mm for the suppression
+    radius. A peak is a detection at every threshold up to its score (``alive_from`` is
+    ``None``). ``max_candidates`` as in :func:`image_candidates`.
+    """
+    low = float(np.min(np.asarray(threshold, dtype=float)))
+    found = find_peaks(prob, spacing, rule, region, min_score=low)
+    rows, cols, peaks = found.rows, found.cols, found.scores
+    dropped = float("-inf")
+    if max_candidates is not None and len(peaks) > max_candidates:
+        # strongest first already: the first max_candidates are kept
+        dropped = float(peaks[max_candidates:].max())
+        rows, cols, peaks = rows[:max_candidates], cols[:max_candidates], peaks[:max_candidates]
+    return Candidates(rows, cols, peaks, dropped)
+
+
 def object_counts(cands: Candidates, truth_points: ArrayLike, spacing: tuple[float, float],
                   tolerance_mm: float, thresholds: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Per threshold ``t``: ``(tp[t], fp[t])`` of the candidates with ``peak >= t``.
@@ -576,13 +605,24 @@ def _region_area_cm2(prob: np.ndarray, region: np.ndarray | None,
     return n_px * spacing[0] * spacing[1] / 100.0
 
 
+def _candidates(prob: np.ndarray, spacing: tuple[float, float], thresholds: np.ndarray,
+                region: np.ndarray | None, max_candidates: int | None,
+                peaks: PeakRule | None) -> Candidates:
+    if peaks is None:
+        return image_candidates(prob, thresholds, region, max_candidates)
+    return peak_candidates(prob, spacing, thresholds, region, max_candidates, peaks)
+
+
 def froc_objects(prob_maps: Sequence[np.ndarray], truth_points: Sequence[ArrayLike],
                  thresholds: ArrayLike, spacings: Sequence[tuple[float, float]],
                  regions: Sequence[np.ndarray | None] | None = None,
-                 tolerance_mm: float = 1.0, max_candidates: int | None = None) -> FrocCurve:
+                 tolerance_mm: float = 1.0, max_candidates: int | None = None,
+                 peaks: PeakRule | None = None) -> FrocCurve:
     """Object-level FROC over ``thresholds`` (sorted ascending, duplicates removed).
 
-    Per image: :func:`image_candidates` over the thresholds, then :func:`object_froc`.
+    Per image: :func:`image_candidates` over the thresholds (``peaks`` is ``None``: the
+    components of ``prob >= t``) or :func:`peak_candidates` (``peaks`` given: the peaks, so
+    the curve cannot fall), then :func:`object_froc`.
     ``truth_points[i]``: ``(N_i, 2)`` (row, col) px. FP per cm² uses the region area.
     """
     th = _sweep_check(thresholds)
@@ -594,7 +634,7 @@ def froc_objects(prob_maps: Sequence[np.ndarray], truth_points: Sequence[ArrayLi
     for i in range(n):
         region = None if regions is None else regions[i]
         images.append(FrocImage(
-            image_candidates(prob_maps[i], th, region, max_candidates), spacings[i],
+            _candidates(prob_maps[i], spacings[i], th, region, max_candidates, peaks), spacings[i],
             _region_area_cm2(prob_maps[i], region, spacings[i]),
             truth_points=np.asarray(truth_points[i], dtype=float).reshape(-1, 2)))
     return object_froc(images, th, tolerance_mm)
@@ -605,11 +645,16 @@ def froc_clusters(prob_maps: Sequence[np.ndarray], truth_circles_mm: Sequence[Ar
                   spacings: Sequence[tuple[float, float]],
                   regions: Sequence[np.ndarray | None] | None = None,
                   rule: ClusterRule = ClusterRule(), tolerance_mm: float = 2.0,
-                  max_candidates: int | None = None) -> FrocCurve:
+                  max_candidates: int | None = None,
+                  peaks: PeakRule | None = None) -> FrocCurve:
     """Cluster-level FROC: labelled-cluster sensitivity vs false clusters per normal image.
 
-    ``truth_circles_mm[i]``: ``(M_i, 3)`` (y_mm, x_mm, radius_mm). Per image:
-    :func:`image_candidates` over the thresholds, then :func:`cluster_froc`.
+    Detections as in :func:`froc_objects` (``peaks``: the peaks of the maps, else the
+    components), grouped into (merged) clusters by ``rule``.
+
+    ``truth_circles_mm[i]``: ``(M_i, 3)`` (y_mm, x_mm, radius_mm). Clusters detected on normal
+    images are false clusters; on abnormal images those matching no circle go to
+    ``unmatched``. Images resampled stratified in :meth:`FrocCurve.bootstrap`.
     """
     th = _sweep_check(thresholds)
     n = len(prob_maps)
@@ -619,7 +664,7 @@ def froc_clusters(prob_maps: Sequence[np.ndarray], truth_circles_mm: Sequence[Ar
     for i in range(n):
         region = None if regions is None else regions[i]
         images.append(FrocImage(
-            image_candidates(prob_maps[i], th, region, max_candidates), spacings[i],
+            _candidates(prob_maps[i], spacings[i], th, region, max_candidates, peaks), spacings[i],
             _region_area_cm2(prob_maps[i], region, spacings[i]),
             circles_mm=np.asarray(truth_circles_mm[i], dtype=float).reshape(-1, 3),
             is_normal=bool(is_normal[i]), rule=rule))

@@ -6,7 +6,8 @@ distribution class takes BI-RADS' words as inspiration but is a fixed geometric 
 (:func:`distribution_class`), not the radiologist's judgement those words stand for.
 
 Per cluster (:func:`describe_clusters`), with positions in mm, ``(y_mm, x_mm)`` =
-``(row * row_spacing, col * col_spacing)``, MC centroids from the ``_calcifications.csv`` rows:
+``(row * row_spacing, col * col_spacing)``, MC positions (their peaks) from the
+``_calcifications.csv`` rows (the word "centroid" below means these positions):
 
 * ``extent_mm``: the largest distance between two member centroids (0 for one MC).
 * ``major_axis_mm`` / ``minor_axis_mm``: the span (max - min) of the member centroids
@@ -79,9 +80,9 @@ def distribution_class(extent_mm: float, elongation: float) -> str:
     otherwise                                 ``grouped``
     ========================================  ============
 
-    With the default cluster rule (3 MCs within 5 mm of a seed MC) a cluster spans at most
-    10 mm, so only ``grouped`` and ``linear`` occur; the large classes need a larger
-    ``cluster_rule.radius_mm``.
+    With the default cluster rule merged clusters span at most ``max_extent_mm`` = 20 mm, so
+    only ``grouped`` and ``linear`` occur; the large classes need a larger
+    ``cluster_rule.max_extent_mm``.
     """
     if extent_mm > LARGE_EXTENT_MM:
         return "segmental" if elongation >= SEGMENTAL_ELONGATION else "regional"
@@ -155,21 +156,22 @@ def _spread(values: Sequence[float]) -> tuple[float, float]:
 def describe_clusters(
     mcs: Sequence[dict[str, Any]],
     clusters: Sequence[dict[str, Any]],
-    mask: np.ndarray,
+    outlines: np.ndarray,
     spacing_mm: tuple[float, float],
 ) -> list[dict[str, Any]]:
     """Descriptors of each cluster (same order as ``clusters``; see the module docstring).
 
-    ``mcs`` / ``clusters``: :class:`mcgenref.inference.postprocess.Detections` rows (an MC's
-    ``id`` is its label in the 8-connected labelling of ``mask``, as ``find_calcifications``
-    numbers them); ``mask``: bool ``[H, W]``; ``spacing_mm``: (row, col).
+    ``mcs`` / ``clusters``: :class:`mcgenref.inference.postprocess.Detections` rows;
+    ``outlines``: the MCs' pixels, an integer ``[H, W]`` array whose value is the MC ``id``
+    (``Detections.labels``), or a bool mask whose 8-connected components, numbered in raster
+    order, are the MCs; ``spacing_mm``: (row, col).
     """
     if not clusters:
         return []
     spacing = (float(spacing_mm[0]), float(spacing_mm[1]))
     by_id = {int(m["id"]): m for m in mcs}
     member_ids = sorted({int(i) for cl in clusters for i in cl["members"]})
-    pixels = _member_pixels(np.asarray(mask, dtype=bool), member_ids)
+    pixels = _member_pixels(np.asarray(outlines), member_ids)
     out = []
     for cl in clusters:
         ids = [int(i) for i in cl["members"]]
@@ -200,12 +202,16 @@ def describe_clusters(
     return out
 
 
-def _member_pixels(mask: np.ndarray, ids: Sequence[int]) -> dict[int, np.ndarray]:
-    """``{label: (N, 2) (row, col)}`` for the requested labels of the 8-connected labelling."""
-    if not ids or not mask.any():
+def _member_pixels(outlines: np.ndarray, ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """``{id: (N, 2) (row, col)}`` for the requested MC ids (see :func:`describe_clusters`)."""
+    if not ids or not outlines.any():
         return {}
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if outlines.dtype == bool:
+        labels, _ = ndimage.label(outlines, structure=np.ones((3, 3), bool))
+    else:
+        labels = outlines.astype(np.int64, copy=False)
     objects = ndimage.find_objects(labels)
+    n = len(objects)
     out = {}
     for i in ids:
         if 1 <= i <= n and objects[i - 1] is not None:

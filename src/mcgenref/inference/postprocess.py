@@ -1,4 +1,15 @@
-"""From a probability map to MCs and clusters (on the input image's own pixel grid)."""
+"""From a probability map to MCs and clusters (on the input image's own pixel grid).
+
+An MC is a **peak** of the probability map (:mod:`mcgenref.detections`, non-maximum
+suppression within ``PeakRule.radius_mm``) with ``peak_prob >= threshold`` inside the region,
+so the MCs at a threshold are also MCs at every lower one. Its outline, from which the table's
+area, size and mean probability are measured, is the 8-connected component of the thresholded
+mask around the peak; when several peaks lie in one component (touching MCs), the component is
+split between them along the valleys of the map (watershed of ``-prob`` from the peaks), so
+each pixel of it belongs to exactly one MC and the areas add up to the component's. A
+component with no peak of its own (a weaker piece within ``radius_mm`` of a stronger peak
+across a gap below the threshold) stays in the mask but is no row of the table.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +22,7 @@ from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 
 from mcgenref.clusters import ClusterRule, group_clusters, points_px_to_mm
+from mcgenref.detections import PeakRule, Peaks, find_peaks
 from mcgenref.io.display import display_uint8
 
 CSV_COLUMNS = (
@@ -18,20 +30,25 @@ CSV_COLUMNS = (
     "mean_prob", "peak_prob", "cluster_id",
 )
 
+_STRUCTURE = np.ones((3, 3), dtype=bool)
+
 
 @dataclass(frozen=True)
 class Detections:
-    """MCs (one row per connected component of ``prob >= threshold`` inside the region)
-    and the clusters they form.
+    """MCs (one row per peak of the map at or above the threshold inside the region, strongest
+    first) and the clusters they form.
 
-    ``mcs``: dicts with the keys of :data:`CSV_COLUMNS` (x = column, y = row, pixels from the
-    top-left; mm = pixels x spacing). ``clusters``: dicts for ``<stem>_clusters.json``.
-    ``mask``: bool [H, W], the thresholded map.
+    ``mcs``: dicts with the keys of :data:`CSV_COLUMNS` (x = column, y = row of the peak pixel,
+    from the top-left; mm = pixels x spacing; area, size and mean probability of its outline).
+    ``clusters``: dicts for ``<stem>_clusters.json``. ``mask``: bool [H, W], the thresholded
+    map. ``labels``: int32 [H, W], the outlines: pixels of MC ``id`` hold ``id``, 0 elsewhere
+    (also on mask pixels of components without a peak).
     """
 
     mask: np.ndarray
     mcs: list[dict[str, Any]]
     clusters: list[dict[str, Any]]
+    labels: np.ndarray
 
 
 def _max_diameter_mm(coords: np.ndarray, spacing: tuple[float, float]) -> float:
@@ -46,45 +63,83 @@ def _max_diameter_mm(coords: np.ndarray, spacing: tuple[float, float]) -> float:
     return longest + float(np.mean(spacing))
 
 
+def peak_outlines(prob: np.ndarray, mask: np.ndarray, peaks: Peaks) -> np.ndarray:
+    """int32 [H, W]: pixels of the outline of peak ``k`` (0-based) hold ``k + 1``.
+
+    The outline of a peak is the 8-connected component of ``mask`` it lies in, split by a
+    watershed of ``-prob`` (8-connectivity) between the peaks when the component holds more
+    than one. Every peak must lie on ``mask``.
+    """
+    components, _ = ndimage.label(mask, structure=_STRUCTURE)
+    outlines = np.zeros(mask.shape, dtype=np.int32)
+    if not len(peaks):
+        return outlines
+    comp_of_peak = components[peaks.rows, peaks.cols]
+    if np.any(comp_of_peak == 0):
+        raise ValueError("peak_outlines: every peak must lie on the mask")
+    objects = ndimage.find_objects(components)
+    order = np.argsort(comp_of_peak, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(comp_of_peak[order])) + 1, len(order)]
+    for a, b in zip(starts[:-1], starts[1:]):
+        ks = order[a:b]
+        comp = int(comp_of_peak[ks[0]])
+        sl = objects[comp - 1]
+        own = components[sl] == comp
+        if len(ks) == 1:
+            outlines[sl][own] = ks[0] + 1
+            continue
+        from skimage.segmentation import watershed  # only for touching MCs
+
+        markers = np.zeros(own.shape, dtype=np.int32)
+        markers[peaks.rows[ks] - sl[0].start, peaks.cols[ks] - sl[1].start] = ks + 1
+        basins = watershed(-prob[sl].astype(np.float64), markers, connectivity=2, mask=own)
+        outlines[sl][own] = basins[own]
+    return outlines
+
+
 def find_calcifications(
     prob: np.ndarray,
     region: np.ndarray,
     spacing_mm: tuple[float, float],
     threshold: float,
     rule: ClusterRule,
+    peak_rule: PeakRule = PeakRule(),
 ) -> Detections:
-    """Threshold, label (8-connectivity), measure each MC, and group MCs into clusters.
+    """Peaks at or above ``threshold`` as MCs, measured on their outlines (module
+    docstring), grouped into clusters by ``rule``.
 
     Cluster scores follow :func:`mcgenref.clusters.group_clusters` (the
     ``min_count``-th strongest member's peak probability).
     """
     mask = (prob >= threshold) & region
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    # searching the mask gives the peaks of the region with score >= threshold: the pixels
+    # the mask leaves out of the region are below the threshold, so lower than any such peak
+    peaks = find_peaks(prob, spacing_mm, peak_rule, mask, min_score=threshold)
+    outlines = peak_outlines(prob, mask, peaks)
     mcs: list[dict[str, Any]] = []
-    if n:
-        # per component on its bounding box: the cost follows the components, not the image
+    if len(peaks):
         pixel_area = float(spacing_mm[0] * spacing_mm[1])
-        for i, sl in enumerate(ndimage.find_objects(labels)):
-            own = labels[sl] == i + 1
+        for k, sl in enumerate(ndimage.find_objects(outlines)):
+            own = outlines[sl] == k + 1
             local = np.argwhere(own) + np.array([sl[0].start, sl[1].start])
             p = prob[sl][own].astype(np.float64)
-            row, col = local.mean(axis=0)
+            row, col = int(peaks.rows[k]), int(peaks.cols[k])
             mcs.append({
-                "id": i + 1,
-                "x": round(float(col), 2),
-                "y": round(float(row), 2),
-                "x_mm": round(float(col * spacing_mm[1]), 3),
-                "y_mm": round(float(row * spacing_mm[0]), 3),
+                "id": k + 1,
+                "x": col,
+                "y": row,
+                "x_mm": round(col * float(spacing_mm[1]), 3),
+                "y_mm": round(row * float(spacing_mm[0]), 3),
                 "area_mm2": round(float(len(local)) * pixel_area, 4),
                 "max_diameter_mm": round(_max_diameter_mm(local.astype(float), spacing_mm), 3),
                 "mean_prob": round(float(p.mean()), 4),
-                "peak_prob": round(float(p.max()), 4),
+                "peak_prob": round(float(peaks.scores[k]), 4),
                 "cluster_id": -1,
             })
     clusters = []
     if mcs:
-        points = points_px_to_mm([[m["y"], m["x"]] for m in mcs], spacing_mm)
-        found = group_clusters(points, [m["peak_prob"] for m in mcs], rule=rule)
+        points = points_px_to_mm(peaks.points_px, spacing_mm)
+        found = group_clusters(points, peaks.scores, rule=rule)
         for cid, cl in enumerate(found, start=1):
             for member in cl.members:
                 mcs[member]["cluster_id"] = cid
@@ -96,11 +151,12 @@ def find_calcifications(
                 "x_mm": round(x_mm, 3),
                 "y_mm": round(y_mm, 3),
                 "radius_mm": round(cl.radius_mm, 3),
+                "n_groups": cl.n_groups,
                 "count": cl.count,
                 "score": round(cl.score, 4),
                 "members": [mcs[m]["id"] for m in cl.members],
             })
-    return Detections(mask=mask, mcs=mcs, clusters=clusters)
+    return Detections(mask=mask, mcs=mcs, clusters=clusters, labels=outlines)
 
 
 def render_overlay(

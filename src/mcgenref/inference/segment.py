@@ -504,13 +504,11 @@ def write_outputs(result: SegmentationResult, out_dir: Path,
     write_png_atomic(path(MASK_SUFFIX), encode_mask(result.detections.mask), compress_level=1)
     write_bytes_atomic(path(CALCIFICATIONS_SUFFIX), csv_bytes(result.detections.mcs, CSV_COLUMNS))
     det = result.detections
-    described = describe_clusters(det.mcs, det.clusters, det.mask, spacing)
+    described = describe_clusters(det.mcs, det.clusters, det.labels, spacing)  # type: ignore[arg-type]
     write_json_atomic(path(CLUSTERS_SUFFIX), {
         "rule": {
             **meta.settings["config"]["cluster_rule"],
-            "description": "at least min_count MCs within radius_mm of the cluster's strongest "
-            "free MC (greedy, strongest first); score = the min_count-th strongest member's "
-            "peak probability",
+            "description": ClusterRule.DESCRIPTION,
         },
         "descriptor_rule": DESCRIPTOR_RULE,
         "pixel_spacing_mm": list(spacing),
