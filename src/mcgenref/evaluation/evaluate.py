@@ -25,8 +25,10 @@ What is computed (see :mod:`mcgenref.evaluation.metrics` for the formulas and 0/
   predicted MCs grouped by :func:`mcgenref.clusters.group_clusters` (scores = peak
   probabilities), a circle found within ``cluster_tolerance_mm``;
 * FROC curves for objects and clusters by sweeping a threshold over ``<stem>_prob.png``:
-  at each threshold the detections are the components of ``prob >= t`` (positions = peak
-  pixels, scores = peak probabilities, see :mod:`~mcgenref.evaluation.metrics`); thresholds
+  the detections are the peaks of the map (:mod:`mcgenref.detections`, non-maximum
+  suppression in mm, the same rule as ``segment``'s MC table), scored by their probability,
+  so lowering the threshold only adds detections and the object FROC cannot fall (see
+  :mod:`~mcgenref.evaluation.metrics`); thresholds
   ``linspace(0.05, 0.95, n_thresholds)``, then ``HIGH_THRESHOLDS`` (0.96 to 0.999: a
   confident model's operating point lies there), plus the operating thresholds of the
   ``meta`` files;
@@ -58,6 +60,7 @@ import numpy as np
 
 from mcgenref.errors import ConfigError, InputError
 from mcgenref.clusters import ClusterRule, group_clusters
+from mcgenref.detections import PeakRule
 from mcgenref.evaluation.metrics import (
     CPM_FP_RATES,
     PIXEL_METRIC_NAMES,
@@ -67,10 +70,10 @@ from mcgenref.evaluation.metrics import (
     cluster_detection,
     cluster_froc,
     components,
-    image_candidates,
     match_points,
     mean_sensitivity,
     object_froc,
+    peak_candidates,
     pixel_counts,
     pixel_metrics,
     sensitivity_at,
@@ -94,6 +97,9 @@ CONFIDENCE = 0.95
 #: At most this many FROC candidates per image (the strongest); lower thresholds, where more
 #: would be alive, are left out of the curve (NaN) for that image's data set.
 DEFAULT_MAX_CANDIDATES = 20000
+
+#: The FROC's detections: the peaks ``segment``'s MC table lists (its default rule).
+PEAK_RULE = PeakRule()
 
 
 
@@ -432,7 +438,8 @@ def froc_curves(pairs: Sequence[Pair], thresholds: np.ndarray, tolerance_mm: flo
         pred = pair.pred
         if pred.prob is None:
             continue
-        cands = image_candidates(pred.prob, thresholds, pred.breast, max_candidates)
+        cands = peak_candidates(pred.prob, pred.spacing, thresholds, pred.breast,
+                                max_candidates, PEAK_RULE)
         if np.isfinite(cands.dropped_max):
             notes.append(f"{pred.stem}: more than {max_candidates} FROC candidates; "
                          f"thresholds <= {cands.dropped_max:.4g} left out of the curves")
@@ -587,8 +594,8 @@ def evaluate_predictions(pred_dir: str | Path, truth_path: str | Path,
             "conventions": ("pixel ratios with a zero denominator are 1.0; object hit = centre "
                             "distance <= tolerance_mm, one-to-one; cluster found when a member "
                             "MC lies within radius + cluster_tolerance_mm of the circle centre; "
-                            "FROC detections at threshold t = components of prob >= t, placed "
-                            "at and scored by their peak"),
+                            "FROC detections at threshold t = the peaks of prob (non-maximum "
+                            f"suppression within {PEAK_RULE.radius_mm} mm) scoring >= t"),
         },
         "stems": sorted(stem_pairs),
         "unmatched": {"predictions_without_truth": pred_only,

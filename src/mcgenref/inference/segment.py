@@ -47,6 +47,7 @@ import mcgenref
 from mcgenref.config import to_dict
 from mcgenref.errors import ConfigError, InputError, McGenRefError, McGenRefWarning
 from mcgenref.clusters import ClusterRule
+from mcgenref.detections import PeakRule
 from mcgenref.inference.classical import ClassicalConfig, classical_score
 from mcgenref.inference.descriptors import DESCRIPTOR_RULE, describe_clusters
 from mcgenref.inference.postprocess import (
@@ -162,6 +163,8 @@ class SegmentConfig:
             patches (>= 95 % breast) rarely show it. Edges on the image border (the chest
             wall) are not skin and are not eroded. 0 disables it.
         cluster_rule: how MCs are grouped (see mcgenref.clusters).
+        peak_rule: what one detected MC is: a peak of the probability map, with non-maximum
+            suppression within ``radius_mm`` (see mcgenref.detections).
         classical: the classical detector's scales.
         refine: run TT-GPR (:mod:`mcgenref.inference.refine`) on the model's logits; model
             method only.
@@ -179,6 +182,7 @@ class SegmentConfig:
     exclude_pectoral: bool = True
     skin_margin_mm: float = 5.0
     cluster_rule: ClusterRule = field(default_factory=ClusterRule)
+    peak_rule: PeakRule = field(default_factory=PeakRule)
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
     refine: bool = False
     tt_gpr: RefineConfig = field(default_factory=RefineConfig)
@@ -441,7 +445,8 @@ class Segmenter:
             prob = prob.astype(np.float32)
         timings["detect_s"] = time.perf_counter() - t2
         t3 = time.perf_counter()
-        detections = find_calcifications(prob, region, spacing, self.threshold, self.config.cluster_rule)
+        detections = find_calcifications(prob, region, spacing, self.threshold, self.config.cluster_rule,
+                                         self.config.peak_rule)
         timings["postprocess_s"] = time.perf_counter() - t3
         record = PredictionMeta(
             software=f"mcgenref {mcgenref.__version__}",
