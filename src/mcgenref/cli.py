@@ -1,7 +1,9 @@
 """The ``mcgenref`` command line: parses arguments and calls the library, nothing else.
 
 User errors (:class:`mcgenref.errors.McGenRefError`) print one line, ``error: ...``, and exit
-with status 2; warnings (:class:`mcgenref.errors.McGenRefWarning`) print ``warning: ...``.
+with status 2; warnings (:class:`mcgenref.errors.McGenRefWarning`) print ``warning: ...``, and
+so do the warnings and logged warnings of the libraries we call, one line each
+(:mod:`mcgenref.io.library_warnings`), never Python's raw form.
 Heavy modules (torch, the synthesis engine) are imported inside the commands so that
 ``mcgenref --help`` starts fast.
 """
@@ -9,6 +11,7 @@ Heavy modules (torch, the synthesis engine) are imported inside the commands so 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import warnings
@@ -38,11 +41,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, McGenRefWarning):
         typer.echo(f"warning: {message}", err=True)
-    else:
-        _default_showwarning(message, category, filename, lineno, file, line)
+    else:  # a library's (pydicom, highdicom, PIL...): one line naming the input, never raw
+        from mcgenref.io.library_warnings import library_warning_line
+
+        typer.echo(f"warning: {library_warning_line(message, str(filename))}", err=True)
 
 
-_default_showwarning = warnings.showwarning
+def _echo_warning(text: str) -> None:
+    typer.echo(f"warning: {text}", err=True)
 
 
 def user_errors(func: F) -> F:
@@ -50,6 +56,12 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mcgenref.io.library_warnings import OneLineLogHandler
+
+        # libraries' logging records (highdicom, pydicom) print as one warning line too
+        log_handler = OneLineLogHandler(_echo_warning)
+        root = logging.getLogger()
+        root.addHandler(log_handler)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("default", McGenRefWarning)  # each distinct one once
@@ -61,6 +73,8 @@ def user_errors(func: F) -> F:
         except KeyboardInterrupt:
             typer.echo("error: interrupted", err=True)
             raise typer.Exit(code=130) from None
+        finally:
+            root.removeHandler(log_handler)
 
     return wrapper  # type: ignore[return-value]
 
