@@ -44,10 +44,18 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     else:  # a library's (pydicom, highdicom, PIL...): one line naming the input, never raw
         from mcgenref.io.library_warnings import library_warning_line
 
-        typer.echo(f"warning: {library_warning_line(message, str(filename))}", err=True)
+        _echo_library_warning(library_warning_line(message, str(filename)))
 
 
-def _echo_warning(text: str) -> None:
+#: Library warning lines already printed by this command (pydicom both warns and logs the
+#: same message: one line is enough).
+_library_lines_shown: set[str] = set()
+
+
+def _echo_library_warning(text: str) -> None:
+    if text in _library_lines_shown:
+        return
+    _library_lines_shown.add(text)
     typer.echo(f"warning: {text}", err=True)
 
 
@@ -59,7 +67,8 @@ def user_errors(func: F) -> F:
         from mcgenref.io.library_warnings import OneLineLogHandler
 
         # libraries' logging records (highdicom, pydicom) print as one warning line too
-        log_handler = OneLineLogHandler(_echo_warning)
+        _library_lines_shown.clear()
+        log_handler = OneLineLogHandler(_echo_library_warning)
         root = logging.getLogger()
         root.addHandler(log_handler)
         try:
