@@ -301,6 +301,47 @@ def evaluate(
     typer.echo(metrics["summary_line"])
 
 
+@app.command()
+@user_errors
+def info(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Mammograms (DICOM, PNG, TIFF, PGM), folders of them (not their sub-folders), "
+            "quoted glob patterns or @FILE list files, as for 'segment'.",
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list of records on stdout (a bad file: {file, error}).")] = False,
+    pixel_spacing: Annotated[
+        str | None,
+        typer.Option("--pixel-spacing", help="Pixel spacing in mm (one value or ROW,COL), as 'segment' would take it."),
+    ] = None,
+) -> None:
+    """Show what the reader sees in each image, without segmenting: format, size, pixel
+    spacing and its source, photometric interpretation (inverted?), bits stored, modality LUT,
+    VOI LUT presence, presentation intent, laterality, view, magnification and the reader's
+    warnings. Nothing is written. A file that cannot be read gets segment's one-line error
+    (exit status 2 at the end).
+    """
+    import json
+
+    from mcgenref.io.info import info_text
+    from mcgenref.workflows import run_info
+
+    records = run_info(inputs, pixel_spacing=pixel_spacing)
+    good = [r for r in records if "error" not in r]
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+    elif good:
+        typer.echo("\n\n".join(info_text(r) for r in good))
+    failed = [r for r in records if "error" in r]
+    for r in failed:
+        typer.echo(f"error: {r['error']}", err=True)
+    if failed:
+        raise typer.Exit(code=2)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
