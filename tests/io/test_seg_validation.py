@@ -203,3 +203,23 @@ def test_highdicom_refusal_with_pixel_spacing_is_the_documented_one(tmp_path: Pa
     assert np.array_equal(pydicom.dcmread(path).pixel_array.astype(bool), mask)
     with pytest.raises(Exception, match="Pixel Measures"):
         hd.seg.segread(path)
+
+
+@pytest.mark.realdata
+@needs_dciodvfy
+def test_cbis_ddsm_seg_validates(real_data: Path, tmp_path: Path) -> None:
+    """A real CBIS-DDSM file: its PatientOrientation is 'CC' (malformed); the SEG gets the
+    derived A\\R (left CC, chest wall on the left) and no error the source lacks; highdicom's
+    person-name complaint is one project line."""
+    src = real_data / "cbis-ddsm" / "P_00173_LCC.dcm"
+    if not src.is_file():
+        pytest.skip(f"{src} is absent")
+    seg, _ = _segment(src, tmp_path / "out")
+    assert list(seg.PatientOrientation) == ["A", "R"]
+    seg_path = tmp_path / "out" / "P_00173_LCC_seg.dcm"
+    assert not (_errors(seg_path) - _errors(src))
+    res = runner.invoke(app, ["segment", str(src), "--out", str(tmp_path / "out"), "--method",
+                              "classical", "--no-progress", "--no-report", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "UserWarning" not in res.stderr and "http" not in res.stderr, res.stderr
+    assert "warning: P_00173_LCC.dcm: highdicom: The string" in res.stderr, res.stderr
