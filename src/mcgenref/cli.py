@@ -312,10 +312,13 @@ def info(
             show_default=False,
         ),
     ],
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON list of records on stdout (a bad file: {file, error}).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON list of records on stdout (a bad file: {file, error}).")
+    ] = False,
     pixel_spacing: Annotated[
         str | None,
-        typer.Option("--pixel-spacing", help="Pixel spacing in mm (one value or ROW,COL), as 'segment' would take it."),
+        typer.Option("--pixel-spacing",
+                     help="Pixel spacing in mm (one value or ROW,COL), as 'segment' would take it."),
     ] = None,
 ) -> None:
     """Show what the reader sees in each image, without segmenting: format, size, pixel

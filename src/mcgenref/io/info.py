@@ -42,8 +42,10 @@ def _dicom_header(path: Path) -> dict[str, Any]:
     voi = [k for k in ("WindowCenter", "WindowWidth", "VOILUTSequence", "VOILUTFunction") if k in ds]
     orientation = ds.get("PatientOrientation")
     orientation_text = None
-    if orientation not in (None, ""):
-        orientation_text = "\\".join(str(v) for v in orientation) if not isinstance(orientation, str) else str(orientation)
+    if isinstance(orientation, str):
+        orientation_text = orientation or None
+    elif orientation is not None:
+        orientation_text = "\\".join(str(v) for v in orientation)
     return {
         "transfer_syntax": getattr(ts, "name", None) or (str(ts) if ts else None),
         "sop_class": getattr(sop, "name", None) or (str(sop) if sop else None),
@@ -132,7 +134,8 @@ def info_text(record: dict[str, Any]) -> str:
     spacing = " x ".join(f"{v:g}" for v in r["pixel_spacing_mm"])
     source = {"default": "default: none recorded", "user": "given with --pixel-spacing"}.get(
         r["spacing_source"], f"from {r['spacing_source']}")
-    photometric = f"{r['photometric_interpretation']} ({'inverted' if r['inverted'] else 'not inverted'})"
+    photometric = (f"{r['photometric_interpretation']} "
+                   f"({'inverted' if r['inverted'] else 'not inverted'})")
     if r["format"] == "dicom":
         lut = ", ".join(r["modality_lut"]) if r["modality_lut"] else "none (identity)"
         lut += " (applied)" if r["modality_lut_applied"] else ""
