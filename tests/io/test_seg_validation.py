@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.uid import RLELossless
+from pydicom.uid import JPEG2000Lossless, RLELossless
 from typer.testing import CliRunner
 
 from mcgenref.cli import app
@@ -53,7 +53,7 @@ def _pixels() -> np.ndarray:
     return (np.clip(img, 0, 255) * 16).astype(np.uint16)
 
 
-def _source(folder: Path, name: str, *, monochrome1: bool = False, compressed: bool = False,
+def _source(folder: Path, name: str, *, monochrome1: bool = False, compressed: str | None = None,
             **tags: object) -> Path:
     pixels = _pixels()
     attrs: dict[str, object] = {"PatientName": "DOE^JANE", "PatientID": "ID-1",
@@ -65,8 +65,8 @@ def _source(folder: Path, name: str, *, monochrome1: bool = False, compressed: b
     ds = mammogram_dataset(pixels, (0.1, 0.1), **attrs)
     if monochrome1:
         ds.PhotometricInterpretation = "MONOCHROME1"
-    if compressed:
-        ds.compress(RLELossless)
+    if compressed is not None:
+        ds.compress(compressed)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.dcm"
     ds.save_as(path, enforce_file_format=True)
@@ -83,7 +83,9 @@ def _segment(path: Path, out: Path) -> tuple[pydicom.Dataset, str]:
 CASES = {
     # name: (source options, the SEG's expected PatientOrientation)
     "monochrome1": ({"monochrome1": True, "PatientOrientation": ["A", "R"]}, ["A", "R"]),
-    "rle-compressed": ({"compressed": True, "PatientOrientation": ["A", "R"]}, ["A", "R"]),
+    "rle-compressed": ({"compressed": RLELossless, "PatientOrientation": ["A", "R"]}, ["A", "R"]),
+    "j2k-compressed": ({"compressed": JPEG2000Lossless, "PatientOrientation": ["A", "R"]},
+                       ["A", "R"]),
     # no PatientOrientation: derived from L, CC and the chest wall the breast mask finds (left)
     "no-orientation": ({}, ["A", "R"]),
     # malformed (what CBIS-DDSM writes): never copied, derived instead
