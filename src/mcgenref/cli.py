@@ -1,7 +1,9 @@
 """The ``mcgenref`` command line: parses arguments and calls the library, nothing else.
 
 User errors (:class:`mcgenref.errors.McGenRefError`) print one line, ``error: ...``, and exit
-with status 2; warnings (:class:`mcgenref.errors.McGenRefWarning`) print ``warning: ...``.
+with status 2; warnings (:class:`mcgenref.errors.McGenRefWarning`) print ``warning: ...``, and
+so do the warnings and logged warnings of the libraries we call, one line each
+(:mod:`mcgenref.io.library_warnings`), never Python's raw form.
 Heavy modules (torch, the synthesis engine) are imported inside the commands so that
 ``mcgenref --help`` starts fast.
 """
@@ -9,6 +11,7 @@ Heavy modules (torch, the synthesis engine) are imported inside the commands so 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import warnings
@@ -38,11 +41,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, McGenRefWarning):
         typer.echo(f"warning: {message}", err=True)
-    else:
-        _default_showwarning(message, category, filename, lineno, file, line)
+    else:  # a library's (pydicom, highdicom, PIL...): one line naming the input, never raw
+        from mcgenref.io.library_warnings import library_warning_line
+
+        _echo_library_warning(library_warning_line(message, str(filename)))
 
 
-_default_showwarning = warnings.showwarning
+#: Library warning lines already printed by this command (pydicom both warns and logs the
+#: same message: one line is enough).
+_library_lines_shown: set[str] = set()
+
+
+def _echo_library_warning(text: str) -> None:
+    if text in _library_lines_shown:
+        return
+    _library_lines_shown.add(text)
+    typer.echo(f"warning: {text}", err=True)
 
 
 def user_errors(func: F) -> F:
@@ -50,6 +64,13 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mcgenref.io.library_warnings import OneLineLogHandler
+
+        # libraries' logging records (highdicom, pydicom) print as one warning line too
+        _library_lines_shown.clear()
+        log_handler = OneLineLogHandler(_echo_library_warning)
+        root = logging.getLogger()
+        root.addHandler(log_handler)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("default", McGenRefWarning)  # each distinct one once
@@ -61,6 +82,8 @@ def user_errors(func: F) -> F:
         except KeyboardInterrupt:
             typer.echo("error: interrupted", err=True)
             raise typer.Exit(code=130) from None
+        finally:
+            root.removeHandler(log_handler)
 
     return wrapper  # type: ignore[return-value]
 
@@ -276,6 +299,50 @@ def evaluate(
     metrics = run_evaluate(pred, truth, out, truth_format, tolerance_mm, cluster_tolerance_mm, bootstrap, seed,
                            report=not no_report)
     typer.echo(metrics["summary_line"])
+
+
+@app.command()
+@user_errors
+def info(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Mammograms (DICOM, PNG, TIFF, PGM), folders of them (not their sub-folders), "
+            "quoted glob patterns or @FILE list files, as for 'segment'.",
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON list of records on stdout (a bad file: {file, error}).")
+    ] = False,
+    pixel_spacing: Annotated[
+        str | None,
+        typer.Option("--pixel-spacing",
+                     help="Pixel spacing in mm (one value or ROW,COL), as 'segment' would take it."),
+    ] = None,
+) -> None:
+    """Show what the reader sees in each image, without segmenting: format, size, pixel
+    spacing and its source, photometric interpretation (inverted?), bits stored, modality LUT,
+    VOI LUT presence, presentation intent, laterality, view, magnification and the reader's
+    warnings. Nothing is written. A file that cannot be read gets segment's one-line error
+    (exit status 2 at the end).
+    """
+    import json
+
+    from mcgenref.io.info import info_text
+    from mcgenref.workflows import run_info
+
+    records = run_info(inputs, pixel_spacing=pixel_spacing)
+    good = [r for r in records if "error" not in r]
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+    elif good:
+        typer.echo("\n\n".join(info_text(r) for r in good))
+    failed = [r for r in records if "error" in r]
+    for r in failed:
+        typer.echo(f"error: {r['error']}", err=True)
+    if failed:
+        raise typer.Exit(code=2)
 
 
 def main() -> None:

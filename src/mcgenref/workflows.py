@@ -175,6 +175,29 @@ def run_segment(
     return summary
 
 
+def run_info(inputs: Sequence[str], pixel_spacing: str | None = None) -> list[dict]:
+    """``mcgenref info``: one :func:`mcgenref.io.info.describe_image` record per image.
+
+    ``inputs`` are expanded as ``segment``'s are (files, folders, quoted globs, ``@list``
+    files; a missing one is an error before anything is read). A file that cannot be read
+    gives ``{"file": ..., "error": ...}`` (the one-line error ``segment`` would give) and
+    the others go on.
+    """
+    from mcgenref.errors import McGenRefError
+    from mcgenref.inference.batch import expand_inputs
+    from mcgenref.io import parse_pixel_spacing
+    from mcgenref.io.info import describe_image
+
+    spacing = parse_pixel_spacing(pixel_spacing) if pixel_spacing else None
+    records: list[dict] = []
+    for path in expand_inputs(inputs):
+        try:
+            records.append(describe_image(path, pixel_spacing_mm=spacing))
+        except McGenRefError as exc:
+            records.append({"file": str(path), "error": str(exc)})
+    return records
+
+
 def run_evaluate(
     pred: Path,
     truth: Path,

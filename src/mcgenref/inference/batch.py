@@ -456,6 +456,14 @@ def segment_batch(
         teardown_distributed(ddp, synchronised)
 
 
+def progress_label(n_mine: int, n_todo: int, world_size: int) -> str:
+    """The progress bar's text. Under torchrun only rank 0 draws a bar and it counts rank 0's
+    own images, so it says that it shows rank 0's share (of ``n_todo`` images to do)."""
+    if world_size <= 1:
+        return "segmenting"
+    return f"segmenting (rank 0's share: {n_mine} of {n_todo} images, {world_size} ranks)"
+
+
 def _segment_batch(
     inputs: Sequence[str | Path], out: Path, config: Any, model_path: Path | None, device: str,
     pixel_spacing_mm: float | tuple[float, float] | None, overwrite: bool, workers: int,
@@ -501,7 +509,8 @@ def _segment_batch(
     mine = todo[ddp.rank :: ddp.world_size]
     show = show_progress and ddp.is_main and bool(mine)
     with progress_bar(enabled=show) as progress:
-        task = progress.add_task("segmenting", total=len(mine))
+        task = progress.add_task(progress_label(len(mine), len(todo), ddp.world_size),
+                                 total=len(mine))
 
         def on_row(row: dict[str, Any]) -> None:
             if row["status"] == "failed" and len(jobs) > 1:

@@ -213,6 +213,7 @@ class SegmentationResult:
     meta: PredictionMeta  # the <stem>_meta.json record
     source_path: Path | None = None  # the DICOM input (for its SEG); None for other formats
     uncertainty: np.ndarray | None = None  # float32 [0, 0.5], TT-GPR's surrogate spread
+    chest_wall_left: bool | None = None  # the breast mask's side (the SEG's PatientOrientation)
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,7 @@ class PreparedImage:
     image_meta: ImageMeta  # what the file records (format, spacing source, view...)
     normalization: dict[str, Any]
     timings: dict[str, float]
+    chest_wall_left: bool | None = None  # the breast mask's side (a DICOM SEG's orientation)
 
 
 class Segmenter:
@@ -427,6 +429,7 @@ class Segmenter:
         return PreparedImage(
             path=path, stem=stem or path.stem, image=image, region=region, spacing=spacing,
             image_meta=meta, normalization=norm.to_dict(), timings=timings,
+            chest_wall_left=bool(breast.chest_wall_left),
         )
 
     def detect(self, prepared: PreparedImage) -> SegmentationResult:
@@ -483,6 +486,7 @@ class Segmenter:
             detections=detections, meta=record,
             source_path=path if meta.format == "dicom" else None,
             uncertainty=uncertainty,
+            chest_wall_left=prepared.chest_wall_left,
         )
 
 
@@ -540,7 +544,9 @@ def write_outputs(result: SegmentationResult, out_dir: Path,
             "threshold": meta.threshold,
         }
         write_bytes_atomic(path(SEG_SUFFIX),
-                           seg_bytes(result.source_path, result.detections.mask, algorithm))
+                           seg_bytes(result.source_path, result.detections.mask, algorithm,
+                                     laterality=meta.image.laterality, view=meta.image.view,
+                                     chest_wall_left=result.chest_wall_left))
     else:
         remove_stale(path(SEG_SUFFIX))  # a SEG of an earlier mask would mislead
     timings = dict(meta.timings, write_s=round(time.perf_counter() - t0, 4))

@@ -46,7 +46,9 @@ Laterality) are taken from file-name tokens when unambiguous (``0_L-MLO.png``,
 tie-break in :mod:`mcgenref.io.breast`.
 
 Every warning is stored in ``ImageMeta.warnings`` and also emitted with
-``warnings.warn(msg, McGenRefWarning)``.
+``warnings.warn(msg, McGenRefWarning)``. A warning of a library we call (pydicom, Pillow,
+tifffile) is left as it is, inside :func:`mcgenref.io.library_warnings.attributed_to` the file,
+so that the command line prints it as one ``warning: FILE: LIBRARY: ...`` line.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from mcgenref.errors import ConfigError, InputError, McGenRefWarning
+from mcgenref.io.library_warnings import attributed_to
 from mcgenref.io.meta import DEFAULT_PIXEL_SPACING_MM, ImageMeta, SpacingSource
 from mcgenref.io.spacing import validate_spacing
 
@@ -638,9 +641,10 @@ def read_image(
             raise InputError(f"{path}: file is empty")
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if fmt == "dicom":
-        return _read_dicom(path, pixel_spacing_mm)
-    return _read_raster(path, fmt, pixel_spacing_mm)
+    with attributed_to(path):  # a library's warning names this file (library_warnings)
+        if fmt == "dicom":
+            return _read_dicom(path, pixel_spacing_mm)
+        return _read_raster(path, fmt, pixel_spacing_mm)
 
 
 def _usable_file(path: Path, explicit: bool) -> bool:

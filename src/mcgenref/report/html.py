@@ -37,7 +37,9 @@ from mcgenref.io.atomic import atomic_text_writer
 from mcgenref.io.predictions import (
     CLUSTERS_SUFFIX,
     OVERLAY_SUFFIX,
+    UNCERTAINTY_SUFFIX,
     PredictionMeta,
+    decode_prob,
     output_path,
     read_meta,
 )
@@ -66,6 +68,7 @@ th{background:#eef1f5} td.num{text-align:right;font-variant-numeric:tabular-nums
 .crops{display:flex;flex-wrap:wrap;gap:10px} .crops figure{margin:0}
 .crops img{border:1px solid #999;image-rendering:pixelated;background:#000}
 figcaption{font-size:.8em;color:#444;max-width:340px}
+.pair{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start} .pair figure{margin:0;min-width:0}
 .note{color:#555;font-size:.88em} .error{color:#b00020}
 .scroll{overflow-x:auto;max-width:100%}
 .plot{max-width:100%;height:auto;border:1px solid #ccc;background:#fff}
@@ -224,6 +227,41 @@ def _descriptor_cells(d: dict[str, Any] | None) -> list[Any]:
             d.get("density_per_cm2"), size, elong]
 
 
+def _uncertainty_figure(fh: IO[str], path: Path, prefix: str) -> None:
+    """TT-GPR's uncertainty map (``--refine``) as a grey thumbnail beside the overlay.
+
+    The PNG stores ``2 * spread`` encoded as a probability (:mod:`mcgenref.io.predictions`):
+    white is the largest spread TT-GPR gives (0.5), black none (and everything outside the
+    searched region).
+    """
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        fh.write(f"<p class=\"note\">No uncertainty picture: {_esc(path.name)} not found.</p>\n")
+        return
+    try:
+        with Image.open(path) as im:
+            values = np.asarray(im)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        fh.write(f"<p class=\"note\">No uncertainty picture: cannot read {_esc(path.name)}: "
+                 f"{_esc(type(exc).__name__)}.</p>\n")
+        return
+    if values.ndim != 2:
+        fh.write(f"<p class=\"note\">No uncertainty picture: {_esc(path.name)} is not a "
+                 "grey image.</p>\n")
+        return
+    grey = Image.fromarray(np.round(np.clip(decode_prob(values), 0.0, 1.0) * 255.0).astype(np.uint8))
+    del values
+    thumb = _thumbnail(grey)
+    fh.write(f"<figure><img class=\"thumb\" src=\"{_data_uri(thumb)}\" "
+             f"width=\"{thumb.width}\" height=\"{thumb.height}\" "
+             f"alt=\"TT-GPR uncertainty of {_esc(prefix)}\">"
+             "<figcaption>TT-GPR uncertainty (--refine; downsampled): the spread of the "
+             "refined probability, black 0 to white 0.5; black outside the searched region."
+             "</figcaption></figure>\n")
+
+
 def _segment_image_section(fh: IO[str], out_dir: Path, index: int, entry: dict[str, Any],
                            meta: PredictionMeta | None, clusters_doc: dict[str, Any] | None) -> None:
     prefix = str(entry["prefix"])
@@ -251,6 +289,7 @@ def _segment_image_section(fh: IO[str], out_dir: Path, index: int, entry: dict[s
     ]
     _table(fh, None, facts, cls="facts", numeric_from=1)
     overlay, why = _open_rgb(output_path(out_dir, prefix, OVERLAY_SUFFIX))
+    fh.write("<div class=\"pair\">\n")
     if overlay is None:
         fh.write(f"<p class=\"note\">No overlay picture: {_esc(why)}.</p>\n")
     else:
@@ -259,6 +298,9 @@ def _segment_image_section(fh: IO[str], out_dir: Path, index: int, entry: dict[s
                  f"width=\"{thumb.width}\" height=\"{thumb.height}\" alt=\"overlay of {_esc(prefix)}\">"
                  "<figcaption>Overlay (downsampled): MC outlines red, cluster circles yellow "
                  "(radius + 2 mm), searched region's edge blue.</figcaption></figure>\n")
+    if meta.refine:
+        _uncertainty_figure(fh, output_path(out_dir, prefix, UNCERTAINTY_SUFFIX), prefix)
+    fh.write("</div>\n")
     clusters = (clusters_doc or {}).get("clusters") if clusters_doc else None
     if clusters_doc is None:
         fh.write(f"<p class=\"note\">{_esc(prefix)}_clusters.json is missing or unreadable.</p>\n")
