@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 
@@ -122,17 +121,16 @@ def test_gmic_pectoral(real_data: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_cbis_dicom_fast_and_clean(real_data: Path) -> None:
+def test_cbis_dicom_breast_is_clean(real_data: Path) -> None:
+    """(Its speed is measured by benchmarks/segment_speed.py, not timed here.)"""
     files = sorted((real_data / "cbis-ddsm").glob("*.dcm"))
     if not files:
         pytest.skip("cbis-ddsm absent")
     for f in files:
-        t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", McGenRefWarning)
             img, meta = read_image(f)
         reg = segment_breast(img, meta)
-        assert time.perf_counter() - t0 < 2.0
         assert reg.chest_wall_left and 0.1 < reg.breast.mean() < 0.6
         bright = img > 0.8 * img.max()
         lab, n = ndi.label(bright)
