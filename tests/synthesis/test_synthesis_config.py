@@ -68,6 +68,8 @@ def test_partial_dict_keeps_defaults() -> None:
         {"mask": {"coverage_threshold": 0.0}},
         {"background": {"beta_range": [3.5, 2.5]}},
         {"supersample": 0},
+        {"mc_draws_per_background": 0},
+        {"max_backgrounds": 0},
         {"mc": {"unknown_key": 1}},
         {"patch_size_px": "256"},
     ],
