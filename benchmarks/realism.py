@@ -2,6 +2,8 @@
 
     python benchmarks/realism.py --out benchmarks/results/realism [--n-synthetic 300] [--seed 0]
                                  [--config synthesis.json] [--normal-stride 2]
+                                 [--normals-part training]
+    python benchmarks/realism.py --resolution 85um   # -> benchmarks/results/realism-85um
 
 What it does (details and the reading of the results: ``docs/realism.md``):
 
@@ -23,6 +25,8 @@ What it does (details and the reading of the results: ``docs/realism.md``):
     vs procedural backgrounds (BackgroundConfig), in the band ``BETA_BAND_CPMM``.
 (d) ``table.md``, ``table.json`` (median and IQR of each feature, KS statistics) and
     ``realism.png``.
+(e) ``--resolution 85um`` (:func:`run_85um`): the same comparison at 85 um on the MAGIC-5
+    crops, for the defaults and the fine-resolution preset; ``table.md`` and ``table.json``.
 
 Normals: only the ``training`` part of the split by woman
 (:data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT`, 113 images) is used, for (a)'s
@@ -499,8 +503,8 @@ DETECTOR_85 = {"sigma_mm": 0.1, "background_sigma_mm": 0.4, "min_distance_mm": 0
 MEASURE_85 = {"annulus_mm": (0.4, 0.8), "noise_sigma_mm": 0.15, "max_fwhm_radius_mm": 0.8}
 #: Candidates keep this distance (mm) from the crop border, so their annulus is inside it.
 BORDER_85_MM = 0.9
-#: beta band (cycles/mm) that a 5 mm crop and a mini-MIAS patch both resolve, above the
-#: breast-shape range and below 200 um film's grain floor... which 85 um film does not have.
+#: beta band (cycles/mm) that a 5 mm crop and a 64 px mini-MIAS patch both resolve, above
+#: the breast-shape range and below the Nyquist frequency of 200 um film (2.5 c/mm).
 BETA_BAND_85_CPMM = (0.4, 1.6)
 #: High band, where 85 um crops show their noise floor (up to Nyquist 5.9 c/mm).
 BETA_HIGH_BAND_85_CPMM = (1.6, 5.0)
@@ -786,7 +790,7 @@ def _json_default(value):
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "realism"
 
 
-def FINE_CANDIDATES() -> dict:  # noqa: N802 - a table of configs, built lazily
+def fine_candidates() -> dict:
     """The configs the 85 um run compares with the default (see docs/realism.md)."""
     from mcgenref.synthesis.config import PSFConfig, SynthesisConfig
 
@@ -820,7 +824,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.resolution == "85um":
         out = args.out if args.out != DEFAULT_OUT else REPO / "benchmarks" / "results" / "realism-85um"
         table = run_85um(out, config, args.n_synthetic, args.seed, args.select_percentile,
-                         command=cmd.strip(), configs=FINE_CANDIDATES())
+                         command=cmd.strip(), configs=fine_candidates())
         print((out / "table.md").read_text())
         print(f"runtime {table['meta']['runtime_s']:.1f} s")
         return
