@@ -3,10 +3,11 @@
     python benchmarks/quality.py [--model DIR] [--out benchmarks/results/quality] [--bootstrap 1000]
 
 1. Real images, cluster level: both methods segment the 8 mini-MIAS calcification images
-   (development data: never trained on) and the normals of the HELD-OUT women (never seen in
-   training nor in calibration; split of recipes/default_segmentor.py); ``mcgenref evaluate``
+   (development data: never trained on) and the normals of the ``test`` part of the split
+   (held-out women, never seen in training nor used to choose anything; the 19 images of
+   :data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT`); ``mcgenref evaluate``
    scores them against Info.txt (cluster FROC: sensitivity vs false clusters per normal image).
-2. Synthetic pixel level: a synthetic validation set made on the held-out normals with seeds
+2. Synthetic pixel level: a synthetic validation set made on the ``test`` normals with seeds
    the training never used; the model and the classical score, each at its operating
    threshold, against the exact masks (pooled pixel metrics with bootstrap CIs, object
    sensitivity and false positives per patch).
@@ -43,8 +44,8 @@ SYNTHETIC_SEED = 987_654_321  # never used by training (its seeds are 0 and 1_00
 def real_clusters(model: Path, work: Path, n_boot: int) -> dict:
     from mcgenref.workflows import SegmentOptions, run_evaluate, run_segment
 
-    _, held_out = recipe.split()
-    inputs = [str(p) for p in recipe.image_paths(calc_refs() + held_out)]
+    test = recipe.split().part("test")  # reported quality: the held-out test women only
+    inputs = [str(p) for p in recipe.image_paths(calc_refs() + test)]
     results = {}
     for method in ("model", "classical"):
         pred = work / f"pred-{method}"
@@ -74,10 +75,10 @@ def synthetic_pixels(model: Path, n: int, n_boot: int) -> dict:
     from mcgenref.inference.classical import ClassicalConfig, classical_score
     from mcgenref.models.checkpoint import load_model
 
-    _, held_out = recipe.split()
+    test = recipe.split().part("test")
     net, _ = load_model(model, "cpu")
     patch = 256
-    samples = recipe.synthetic_patches(held_out, n, SYNTHETIC_SEED, patch)
+    samples = recipe.synthetic_patches(test, n, SYNTHETIC_SEED, patch)
     thresholds = {m: _operating_threshold(model, m) for m in ("model", "classical")}
     probs = {
         "model": refined_probabilities(samples, segmentor_logits(net, samples)),
@@ -86,7 +87,7 @@ def synthetic_pixels(model: Path, n: int, n_boot: int) -> dict:
     out = {m: score_synthetic(probs[m], samples, thresholds[m]).summary(
         n_boot, metrics=("dice", "recall", "precision")) for m in thresholds}
     out["n_patches"] = n
-    out["patch"] = f"{patch} px at {MIAS_PIXEL_SPACING_MM} mm, held-out normals, seed {SYNTHETIC_SEED}"
+    out["patch"] = f"{patch} px at {MIAS_PIXEL_SPACING_MM} mm, test-part normals, seed {SYNTHETIC_SEED}"
     return out
 
 
@@ -113,7 +114,7 @@ def plot(real: dict, path: Path) -> None:
     ax.set_xscale("symlog", linthresh=0.25)
     ax.set_xlim(0, 20)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("false clusters per normal image (held-out women)")
+    ax.set_xlabel("false clusters per normal image (test women)")
     ax.set_ylabel("cluster sensitivity (8 images, 10 clusters)")
     ax.set_title("mini-MIAS cluster FROC, 95% bootstrap bands")
     ax.grid(alpha=0.3)
@@ -160,7 +161,7 @@ def main() -> None:
         "## Real mammograms: mini-MIAS cluster FROC",
         "",
         "8 calcification images (10 clusters; development data, never trained on) and the "
-        "normals of the held-out women (never seen in training or calibration). Sensitivity "
+        "normals of the test women (never seen in training or calibration). Sensitivity "
         "at a given number of false clusters per normal image, with 95 % bootstrap CIs "
         "(images resampled).",
         "",

@@ -3,8 +3,9 @@
     python benchmarks/tt_gpr.py [--synthetic 300] [--bootstrap 1000] [--skip-real] [--skip-cost]
                                 [--out benchmarks/results/tt_gpr]
 
-1. Synthetic ablation. Test patches (256 px at 0.2 mm) made on the HELD-OUT women's
-   mini-MIAS normals (never seen by either network) with a base seed neither training used,
+1. Synthetic ablation. Test patches (256 px at 0.2 mm) made on the ``test`` part's
+   mini-MIAS normals (held-out women, never seen by either network;
+   :data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT`) with a base seed neither training used,
    and clusters of 10-40 MCs (the generator and segmentor were trained on 5-30: other
    generator settings where the test allows). Per variant (the initializer = the frozen
    segmentor alone; TT-GPR with the (tuned) defaults; with the first, untuned defaults;
@@ -15,7 +16,7 @@
    whether the generator's projections raise the segmentor's logit more at seeds on MCs than
    at seeds on other spots (:func:`seed_evidence`).
 2. Real mammograms: `mcgenref segment` with and without `--refine` on the 8 mini-MIAS
-   calcification images and the held-out normals, scored by `mcgenref evaluate` (cluster FROC).
+   calcification images and the ``test`` normals, scored by `mcgenref evaluate` (cluster FROC).
 3. Cost: seconds per full-field image with and without `--refine`, side by side in one run,
    on the mini-MIAS images of part 2 (1024 x 1024 at 0.2 mm) and on a generated 70 um
    full-field DICOM (4096 x 3328).
@@ -80,12 +81,12 @@ def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
     from mcgenref.inference.refine import Refiner
     from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
 
-    _, held_out = recipe.split()
+    test = recipe.split().part("test")
     seg, seg_meta = load_model(SEGMENTOR, "cpu")
     gen, _ = load_model(generator, "cpu", kind=GENERATOR_KIND)
     operating = float(seg_meta["operating_point"]["threshold"])
     patch = 256
-    samples = recipe.synthetic_patches(held_out, n, TEST_SEED, patch, n_mcs_range=(10, 40))
+    samples = recipe.synthetic_patches(test, n, TEST_SEED, patch, n_mcs_range=(10, 40))
     logits0 = segmentor_logits(seg, samples)
     results = {}
     for name, config in variants().items():
@@ -104,7 +105,7 @@ def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
     n_mcs = results["TT-GPR"]["0.5"]["n_truth_mcs"]
     return {"n_patches": n, "n_visible_mcs": n_mcs, "operating_threshold": operating,
             "seed_evidence": seed_evidence(samples, logits0, seg, gen, operating),
-            "patch": f"{patch} px at {MIAS_PIXEL_SPACING_MM} mm, held-out normals, seed {TEST_SEED}, "
+            "patch": f"{patch} px at {MIAS_PIXEL_SPACING_MM} mm, test-part normals, seed {TEST_SEED}, "
                      "clusters of 10-40 MCs", "variants": results}
 
 
@@ -175,8 +176,8 @@ def seed_evidence(samples: list, logits0: list, seg, gen, operating: float, k: i
 def real_clusters(work: Path, n_boot: int, generator: Path) -> dict:
     from mcgenref.workflows import SegmentOptions, run_evaluate, run_segment
 
-    _, held_out = recipe.split()
-    inputs = [str(p) for p in recipe.image_paths(calc_refs() + held_out)]
+    test = recipe.split().part("test")  # reported quality: the held-out test women only
+    inputs = [str(p) for p in recipe.image_paths(calc_refs() + test)]
     out = {}
     for refine in (False, True):
         pred = work / f"pred-{'refine' if refine else 'plain'}"
@@ -264,7 +265,7 @@ def write_tables(result: dict, out: Path) -> None:
     real = result.get("real")
     if real:
         lines += ["## Real mammograms: mini-MIAS cluster FROC", "",
-                  "8 calcification images (10 clusters) + held-out normals; `mcgenref evaluate`.", "",
+                  "8 calcification images (10 clusters) + test-part normals; `mcgenref evaluate`.", "",
                   "Cluster sensitivity [95 % CI] at 0.125 ... 2 false clusters per normal image.", "",
                   "| run | @ 0.125 | @ 0.25 | @ 0.5 | @ 1 | @ 2 | operating point: found / FP per normal | s / image |",
                   "|---|---|---|---|---|---|---|---|"]

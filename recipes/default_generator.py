@@ -4,9 +4,10 @@
     python recipes/default_generator.py quality  # seed recall / spurious MCs / background error
     python recipes/default_generator.py install  # copy the model into the package
 
-Data: the same split as the shipped segmentor (recipes/default_segmentor.py): only the
-training women's mini-MIAS normals serve as backgrounds; held-out normals and the
-calcification images are never seen. 64-pixel patches (12.8 mm at 0.2 mm, the TT-GPR window),
+Data: the same split as the shipped segmentor (recipes/default_segmentor.py,
+:data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT`): only the ``training`` part's mini-MIAS
+normals serve as backgrounds; the ``calibration`` and ``test`` normals and the calcification
+images are never trained on; ``quality`` reports on the ``test`` normals. 64-pixel patches (12.8 mm at 0.2 mm, the TT-GPR window),
 clusters of 5-30 MCs as for the segmentor, 10 % procedural backgrounds; Poisson(15) decoy
 seeds per patch, half of them on the background's MC-like spots (the library's defaults; the
 first shipped generator had 3 uniform decoys: ``--decoy-rate 3 --hard-decoy-fraction 0``).
@@ -30,6 +31,7 @@ sys.path.insert(0, str(REPO / "recipes"))
 from default_segmentor import image_paths, split
 
 from mcgenref.datasets.mias import MIAS_PIXEL_SPACING_MM, calc_refs
+from mcgenref.datasets.mias_split import split_record
 
 RUN_DIR = REPO / "runs" / "default_generator"
 PACKAGE_MODEL = REPO / "src" / "mcgenref" / "weights" / "generator"
@@ -65,8 +67,9 @@ def train_config(steps: int, hard_decoy_fraction: float = 0.5, decoy_rate: float
 def cmd_train(args: argparse.Namespace) -> None:
     from mcgenref.training import run_training
 
-    train, held_out = split()
-    forbidden = set(calc_refs()) | set(held_out)
+    parts = split()
+    train = parts.part("training")
+    forbidden = set(calc_refs()) | set(parts.calibration) | set(parts.test)
     assert not forbidden & set(train), "training set overlaps calcification or held-out images"
     summary = run_training(
         "generator", args.run_dir,
@@ -82,9 +85,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_quality(args: argparse.Namespace) -> None:
     from mcgenref.evaluation.generator_quality import generator_quality
 
-    _, held_out = split()
+    test = split().part("test")  # reported quality: the held-out test women only
     model = Path(args.model) if args.model else RUN_DIR / "model"
-    result = generator_quality(model, PACKAGE_SEGMENTOR, image_paths(held_out),
+    result = generator_quality(model, PACKAGE_SEGMENTOR, image_paths(test),
                                config=train_config(1), pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
                                n_samples=args.samples, t_start=args.t_start, steps=args.sampler_steps)
     print(json.dumps(result, indent=2))
@@ -96,14 +99,23 @@ def cmd_install(args: argparse.Namespace) -> None:
     if not (src / "model.json").is_file():
         raise SystemExit(f"no trained model in {src}; run `train` first")
     meta = json.loads((src / "model.json").read_text())
-    train, held_out = split()
+    parts = split()
     meta["name"] = "mcgenref-default-generator"
     meta["data"] = {
         "backgrounds": "mini-MIAS normal images (research use only; see docs/generator_model_card.md)",
-        "training_refs": train,
-        "held_out_refs": held_out,
-        "split": "the segmentor's (recipes/default_segmentor.py)",
+        "training_refs": parts.part("training"),
+        "held_out_refs": sorted(parts.calibration + parts.test),
+        "split": "the segmentor's (recipes/default_segmentor.py): see data_split",
         "never_trained_on": calc_refs(),
+    }
+    meta["data_split"] = {
+        **split_record(parts),
+        "seen_by_this_model": {
+            "training": "trained on: backgrounds of its synthetic training and validation patches",
+            "calibration": "never trained on",
+            "test": "never trained on; `quality` reports on it",
+            "calcification_images": "never trained on",
+        },
     }
     meta["recipe"] = "python recipes/default_generator.py train && ... install"
     meta["training_config"] = json.loads((args.run_dir / "config.json").read_text())

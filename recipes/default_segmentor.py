@@ -5,18 +5,19 @@
     python recipes/default_segmentor.py install    # copy the model into the package
 
 Data (from $MCGENREF_DATA, default ../shared/data; never copied into the repo):
-- the 152 normal mini-MIAS images, split BY WOMAN (pairs 2k-1, 2k) with
-  :func:`mcgenref.datasets.mias.split_by_woman` (25 % held out, seed 0). Training uses only the
-  training women's normals as backgrounds for synthetic MCs; the held-out normals are never
-  seen by training nor by calibration, and serve to count false clusters in
-  ``benchmarks/quality.py``;
+- the 152 normal mini-MIAS images, split BY WOMAN (pairs 2k-1, 2k) into three parts,
+  :data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT`: ``training`` (113 images; the
+  backgrounds for synthetic MCs), ``calibration`` (20; mining and operating points, never
+  trained on) and ``test`` (19; only for the reported quality of ``benchmarks/quality.py``);
 - the 8 calcification images are development data: they are used here to choose the operating
   threshold and are never trained on.
 
-The operating point (``calibrate``): segment the calcification images and the training normals,
-sweep the threshold with ``mcgenref evaluate``'s cluster FROC, and take the threshold with the
-highest cluster sensitivity at <= 1 false cluster per (training) normal image; ties go to the
-highest threshold. The same rule picks the classical baseline's threshold.
+The operating point (``calibrate``): segment the calcification images and the calibration
+normals, sweep the threshold with ``mcgenref evaluate``'s cluster FROC, and take the threshold
+with the highest cluster sensitivity at <= 1 false cluster per (calibration) normal image; ties
+go to the highest threshold. The same rule picks the classical baseline's threshold. (The
+shipped model's operating point predates the three-way split: it was chosen on the training
+normals; its model.json ``data_split`` says so.)
 """
 
 from __future__ import annotations
@@ -36,19 +37,27 @@ from mcgenref.datasets.mias import (  # noqa: E402
     MIAS_PIXEL_SPACING_MM,
     calc_refs,
     normal_refs,
-    split_by_woman,
+)
+from mcgenref.datasets.mias_split import (  # noqa: E402
+    MIAS_NORMAL_SPLIT,
+    SPLIT_RULE,
+    NormalSplit,
+    split_normals,
+    split_record,
 )
 
 RUN_DIR = REPO / "runs" / "default_segmentor"
 PACKAGE_MODEL = REPO / "src" / "mcgenref" / "weights" / "segmentor"
-SPLIT_SEED = 0
-HELD_OUT_FRACTION = 0.25
 MAX_FALSE_CLUSTERS_PER_NORMAL = 1.0
 
 
-def split() -> tuple[list[str], list[str]]:
-    """(training normals, held-out normals) as mini-MIAS refs, split by woman."""
-    return split_by_woman(normal_refs(), HELD_OUT_FRACTION, SPLIT_SEED)
+def split() -> NormalSplit:
+    """The three-way split by woman of the mini-MIAS normals (training / calibration / test),
+    checked against the normals found in $MCGENREF_DATA."""
+    if split_normals(normal_refs(), **SPLIT_RULE) != MIAS_NORMAL_SPLIT:
+        raise SystemExit("the mini-MIAS normals found differ from the committed split "
+                         "(mcgenref.datasets.mias_split); check $MCGENREF_DATA")
+    return MIAS_NORMAL_SPLIT
 
 
 def image_paths(refs: list[str]) -> list[Path]:
@@ -102,8 +111,9 @@ def train_config(steps: int):  # noqa: ANN201
 def cmd_train(args: argparse.Namespace) -> None:
     from mcgenref.training import run_training
 
-    train, held_out = split()
-    forbidden = set(calc_refs()) | set(held_out)
+    parts = split()
+    train = parts.part("training")
+    forbidden = set(calc_refs()) | set(parts.calibration) | set(parts.test)
     assert not forbidden & set(train), "training set overlaps calcification or held-out images"
     summary = run_training(
         "segmentor", RUN_DIR,
@@ -138,8 +148,7 @@ def calibrate(method: str, model: Path | None, work: Path) -> dict:
     """Segment the development images and return the chosen operating point."""
     from mcgenref.workflows import SegmentOptions, run_evaluate, run_segment
 
-    train, _ = split()
-    inputs = [str(p) for p in image_paths(calc_refs() + train)]
+    inputs = [str(p) for p in image_paths(calc_refs() + split().part("calibration"))]
     pred = work / f"pred-{method}"
     run_segment(inputs, pred, SegmentOptions(model=model, device="auto",
                                              pixel_spacing=str(MIAS_PIXEL_SPACING_MM),
@@ -156,10 +165,10 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
             "model": calibrate("model", model, Path(tmp)),
             "classical": calibrate("classical", None, Path(tmp)),
         }
-    train, held_out = split()
     points["chosen_on"] = (
         f"cluster FROC on the {len(calc_refs())} mini-MIAS calcification images (development "
-        f"data) and {len(train)} training-split normals; rule: highest cluster sensitivity at "
+        f"data) and the {len(split().calibration)} calibration-part normals; rule: highest "
+        f"cluster sensitivity at "
         f"<= {MAX_FALSE_CLUSTERS_PER_NORMAL:g} false cluster per normal image, ties to the "
         "highest threshold"
     )
@@ -173,7 +182,7 @@ def cmd_install(args: argparse.Namespace) -> None:
     points = json.loads((RUN_DIR / "operating_points.json").read_text())
     src = RUN_DIR / "model"
     meta = json.loads((src / "model.json").read_text())
-    train, held_out = split()
+    parts = split()
     meta["name"] = "mcgenref-default-segmentor"
     meta["operating_point"] = {
         "threshold": points["model"]["threshold"],
@@ -184,10 +193,23 @@ def cmd_install(args: argparse.Namespace) -> None:
     }
     meta["data"] = {
         "backgrounds": "mini-MIAS normal images (research use only; see docs/model_card.md)",
-        "training_refs": train,
-        "held_out_refs": held_out,
-        "split": f"by woman, {HELD_OUT_FRACTION:g} held out, seed {SPLIT_SEED}",
+        "training_refs": parts.part("training"),
+        "held_out_refs": sorted(parts.calibration + parts.test),
+        "split": "by woman, three parts: see data_split",
         "never_trained_on": calc_refs(),
+    }
+    meta["data_split"] = {
+        **split_record(parts),
+        "seen_by_this_model": {
+            "training": "trained on: backgrounds of its synthetic training and validation patches",
+            "calibration": "never trained on; chose the operating point",
+            "test": "never seen",
+            "calcification_images": "never trained on; chose the operating point",
+        },
+        "numbers_chosen_on": {
+            "operating_point.threshold, operating_point.classical_threshold": points["chosen_on"],
+            "extra.training.val_dice": "synthetic validation patches on the training normals",
+        },
     }
     meta["recipe"] = "python recipes/default_segmentor.py train && ... calibrate && ... install"
     meta["training_config"] = json.loads((RUN_DIR / "config.json").read_text())

@@ -6,8 +6,9 @@
 Search space: ``sigma_spot_mm`` in [0.05, 0.2], ``sigma_background_mm`` in [0.3, 1.5],
 ``sigma_noise_mm`` in [1, 8]. Objective: mean cluster sensitivity at 0.25, 0.5, 1 and 2 false
 clusters per normal image (the FROC region that matters), on the 8 mini-MIAS calcification
-images (development data) and the first ``--normals`` training-split normals (never the
-held-out women). TPE sampler with a fixed seed; trial 0 is the current default. Prints the
+images (development data) and the first ``--normals`` normals of the ``calibration`` part of
+the split (:data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT`; 20 images: never the training
+or test women). TPE sampler with a fixed seed; trial 0 is the current default. Prints the
 best parameters and writes them to benchmarks/results/classical_tuning.json; ClassicalConfig's defaults are
 set from that file by hand (the model card records the result).
 """
@@ -45,8 +46,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--normals", type=int, default=40)
     args = ap.parse_args()
-    train, _ = recipe.split()
-    refs = calc_refs() + train[: args.normals]
+    calibration = recipe.split().part("calibration")
+    refs = calc_refs() + calibration[: args.normals]
     truth = read_mias_info(data_root() / "mini-mias" / "Info.txt")
     spacing = (MIAS_PIXEL_SPACING_MM, MIAS_PIXEL_SPACING_MM)
     seg = Segmenter(SegmentConfig(method="classical"), device="cpu", pixel_spacing_mm=spacing)
@@ -78,7 +79,7 @@ def main() -> None:
     study.optimize(objective, n_trials=args.trials)
     result = {"best_params": study.best_params, "best_value": study.best_value,
               "default_value": study.trials[0].value, "trials": args.trials,
-              "images": f"{len(calc_refs())} calcification + {args.normals} training normals",
+              "images": f"{len(calc_refs())} calcification + {len(refs) - len(calc_refs())} calibration normals",
               "objective": f"mean cluster sensitivity at {FP_RATES} false clusters per normal"}
     out = REPO / "benchmarks" / "results" / "classical_tuning.json"
     out.parent.mkdir(exist_ok=True)

@@ -6,8 +6,10 @@
 (``--trials 1`` scores the current defaults only: a quick check of another generator.)
 
 Development data: synthetic patches (256 px at 0.2 mm, clusters of 10-40 MCs) on the
-TRAINING women's mini-MIAS normals with base seed ``DEV_SEED`` (neither a training, a
-validation nor the test seed of ``benchmarks/tt_gpr.py``, whose patches lie on the held-out
+``calibration`` part's mini-MIAS normals (:data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT`:
+tuning is calibration; the shipped defaults were tuned on the training women's normals,
+before the three-way split existed) with base seed ``DEV_SEED`` (neither a training, a
+validation nor the test seed of ``benchmarks/tt_gpr.py``, whose patches lie on the ``test``
 women). Both networks are the shipped ones, frozen.
 
 Objective, at the shipped segmentor's operating threshold, against the segmentor alone (the
@@ -55,8 +57,8 @@ def main() -> None:
     ap.add_argument("--generator", type=Path, default=GENERATOR)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/tt_gpr_tuning.json")
     args = ap.parse_args()
-    train, _ = recipe.split()
-    samples = recipe.synthetic_patches(train, args.patches, DEV_SEED, n_mcs_range=(10, 40))
+    calibration = recipe.split().part("calibration")
+    samples = recipe.synthetic_patches(calibration, args.patches, DEV_SEED, n_mcs_range=(10, 40))
     seg, seg_meta = load_model(SEGMENTOR, "cpu")
     gen, gen_meta = load_model(args.generator, "cpu", kind=GENERATOR_KIND)
     threshold = float(seg_meta["operating_point"]["threshold"])

@@ -88,6 +88,12 @@ def test_write_dataset_layout_and_determinism(tmp_path: Path) -> None:
     assert cfg == RUN
     assert (a / "preview.png").is_file() and (a / "dataset.json").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # dataset.json counts the empty masks and how they came about, from the records
+    masks = json.loads((a / "dataset.json").read_text())["masks"]
+    assert masks["empty_masks"] == sum(r["mask_pixels"] == 0 for r in records)
+    assert masks["empty_masks"] == masks["drawn_empty"] + masks["redraws_exhausted"]
+    assert masks["redraws"] == sum(r["redraws"] for r in records)
+    assert masks["configured_empty_fraction"] == CFG.empty_fraction
 
 
 def test_write_dataset_refuses_non_empty_and_keeps_it(tmp_path: Path) -> None:

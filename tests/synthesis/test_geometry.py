@@ -67,6 +67,20 @@ def test_fractions_are_respected() -> None:
             assert len(p.clusters) >= 1
 
 
+def test_forced_kind_keeps_the_rest_of_the_stream() -> None:
+    for kind in ("empty", "isolated", "cluster"):
+        draws = _draws(30, seed=5, kind=kind)
+        assert {p.kind for p in draws} == {kind}
+        assert all(p.mcs for p in draws) == (kind != "empty")
+    # forcing the kind a draw would have had anyway changes nothing
+    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+    for _ in range(30):
+        p = draw_sample_params(rng_a, SHAPE, (0.1, 0.1), CFG)
+        assert draw_sample_params(rng_b, SHAPE, (0.1, 0.1), CFG, kind=p.kind) == p
+    with pytest.raises(ValueError, match="kind"):
+        draw_sample_params(np.random.default_rng(0), SHAPE, (0.1, 0.1), CFG, kind="many")
+
+
 def test_clusters_counts_and_extent() -> None:
     lo, hi = CFG.cluster.n_mcs_range
     spacing = (0.1, 0.1)

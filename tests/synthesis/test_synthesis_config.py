@@ -68,6 +68,8 @@ def test_partial_dict_keeps_defaults() -> None:
         {"mask": {"coverage_threshold": 0.0}},
         {"background": {"beta_range": [3.5, 2.5]}},
         {"supersample": 0},
+        {"mc_draws_per_background": 0},
+        {"max_backgrounds": 0},
         {"mc": {"unknown_key": 1}},
         {"patch_size_px": "256"},
     ],
@@ -111,3 +113,11 @@ def test_every_field_has_a_default_and_a_reason(cls: type) -> None:
                 source[j].strip().startswith("p_"):
             j -= 1  # a group of probabilities shares one comment
         assert source[j].strip().startswith("#:"), f"{cls.__name__}.{f.name} has no reason"
+
+
+def test_fine_resolution_preset_changes_only_the_mc_size() -> None:
+    fine = SynthesisConfig.fine_resolution()
+    base = SynthesisConfig()
+    assert fine.mc.size_median_mm == 0.4 > base.mc.size_median_mm
+    assert dataclasses.replace(fine, mc=base.mc) == base
+    assert from_dict(SynthesisConfig, json.loads(json.dumps(to_dict(fine)))) == fine

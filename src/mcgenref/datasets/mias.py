@@ -13,7 +13,9 @@ BOTTOM-LEFT corner: image row = 1024 - Y, image column = X. Some rows have no co
 
 Only the images present in ``<root>/mini-mias/images/`` count (the copy beside this project has
 160 of the 322: 152 normals and 8 with calcification clusters). Film pairs (2k-1, 2k) are the
-right and left breast of one woman: split by woman, never by image (:func:`split_by_woman`).
+right and left breast of one woman: split by woman, never by image (:func:`split_by_woman`;
+the project's three-way split of the normals into training, calibration and test is
+:data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT`).
 
 The calcification images are development data (realism comparison, operating thresholds);
 never train on them.

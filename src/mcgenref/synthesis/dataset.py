@@ -12,7 +12,8 @@ On the fly (the default for training): sample ``i`` of a run is always
 On disk (:func:`write_dataset`): ``images/NNNNNN.png`` (16-bit; intensity mapping below),
 ``masks/NNNNNN.png`` (8-bit, 0 and 255 only), ``manifest.jsonl`` (one record per sample, see
 :mod:`mcgenref.synthesis.sample`), ``config.json`` (the resolved run config, the same format
-``--config`` accepts), ``dataset.json`` (provenance and the intensity mapping) and
+``--config`` accepts), ``dataset.json`` (provenance, the intensity mapping and ``masks``: how
+many masks are empty, how many patches were drawn empty, redrawn or left exhausted) and
 ``preview.png``. The folder is built beside its destination and moved into place only when
 complete.
 
@@ -238,6 +239,8 @@ def write_dataset(
         preview: list[Sample] = []
         fallback: list[Sample] = []
         lines = []
+        masks = {"empty_masks": 0, "drawn_empty": 0, "redraws_exhausted": 0, "redraws": 0,
+                 "background_redraws": 0}
         for index in range(count):
             sample = generate_sample(
                 sample_seed(base_seed, index), run_config.synthesis, sampler,
@@ -250,6 +253,11 @@ def write_dataset(
             record["image"] = f"images/{name}"
             record["mask"] = f"masks/{name}"
             lines.append(json.dumps(record, sort_keys=False))
+            masks["empty_masks"] += int(record["mask_pixels"] == 0)
+            masks["drawn_empty"] += int(record["params"]["kind"] == "empty")
+            masks["redraws_exhausted"] += int(record["redraws_exhausted"])
+            masks["redraws"] += int(record["redraws"])
+            masks["background_redraws"] += int(record["background_redraws"])
             # the preview prefers samples with visible MCs, and shows others if there are none
             if sample.record["n_visible"] > 0 and len(preview) < run_config.preview_count:
                 preview.append(sample)
@@ -274,6 +282,9 @@ def write_dataset(
                     "rule": "png = round(clip((v - value_min) / (value_max - value_min), 0, 1) * 65535)",
                 },
                 "mask_values": [0, 255],
+                # empty masks = drawn empty + exhausted redraws (see mcgenref.synthesis.sample)
+                "masks": {**masks, "empty_fraction": masks["empty_masks"] / count,
+                          "configured_empty_fraction": run_config.synthesis.empty_fraction},
             },
         )
         preview = (preview + fallback)[: run_config.preview_count]

@@ -370,13 +370,16 @@ def _draw_cluster(rng: np.random.Generator, cid: int, placer: _Placer, config: S
 
 def draw_sample_params(rng: np.random.Generator, shape: tuple[int, int],
                        spacing_mm: tuple[float, float], config: SynthesisConfig, *,
-                       allowed: np.ndarray | None = None) -> SampleParams:
+                       allowed: np.ndarray | None = None,
+                       kind: SampleKind | None = None) -> SampleParams:
     """Draw the geometry and contrast of one synthetic sample.
 
     The sample is MC-free with probability ``config.empty_fraction``, has isolated MCs only
     with probability ``config.isolated_fraction``, and otherwise one cluster (two with
     ``config.cluster.second_cluster_prob``) plus a few isolated MCs kept clear of the
-    clusters. Every size is drawn in mm; positions are in px for ``shape`` at ``spacing_mm``
+    clusters. ``kind`` forces the kind instead (the draw that would choose it is still made,
+    so the rest of the stream is the same): :func:`mcgenref.synthesis.sample.generate_sample`
+    uses it to draw a patch's MCs again when none of them came out visible. Every size is drawn in mm; positions are in px for ``shape`` at ``spacing_mm``
     (row, col). ``allowed`` (bool, ``shape``) restricts MC centres (and cluster centres) to
     its True pixels, e.g. the breast; when it leaves no room, fewer (possibly no) MCs are
     placed, and ``ClusterParams.n_mcs`` records how many were. The PSF sigma, the noise gain
@@ -395,13 +398,16 @@ def draw_sample_params(rng: np.random.Generator, shape: tuple[int, int],
         if allowed.shape != shape:
             raise ValueError(f"allowed has shape {allowed.shape}, expected {shape}")
 
-    u = rng.random()
-    if u < config.empty_fraction:
-        kind = "empty"
-    elif u < config.empty_fraction + config.isolated_fraction:
-        kind = "isolated"
-    else:
-        kind = "cluster"
+    if kind is not None and kind not in ("empty", "isolated", "cluster"):
+        raise ValueError(f"unknown sample kind {kind!r}")
+    u = rng.random()  # drawn even when ``kind`` is forced: the rest of the stream stays put
+    if kind is None:
+        if u < config.empty_fraction:
+            kind = "empty"
+        elif u < config.empty_fraction + config.isolated_fraction:
+            kind = "isolated"
+        else:
+            kind = "cluster"
     noise_gain = float(rng.uniform(*config.noise.gain_range))
     psf_sigma = float(rng.uniform(*config.psf.sigma_mm_range))
     attenuation = _loguniform(rng, *config.contrast.attenuation_per_mm_range)
