@@ -79,11 +79,11 @@ def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
 
     from mcgenref.evaluation.synthetic import refined_probabilities, score_synthetic, segmentor_logits
     from mcgenref.inference.refine import Refiner
-    from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
+    from mcgenref.models.checkpoint import load_generator, load_model
 
     test = recipe.split().part("test")
     seg, seg_meta = load_model(SEGMENTOR, "cpu")
-    gen, _ = load_model(generator, "cpu", kind=GENERATOR_KIND)
+    gen, contract, _ = load_generator(generator, "cpu")
     operating = float(seg_meta["operating_point"]["threshold"])
     patch = 256
     samples = recipe.synthetic_patches(test, n, TEST_SEED, patch, n_mcs_range=(10, 40))
@@ -91,7 +91,8 @@ def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
     results = {}
     for name, config in variants().items():
         t0 = time.perf_counter()
-        probs = refined_probabilities(samples, logits0, None if config is None else Refiner(seg, gen, config, "cpu"))
+        refiner = None if config is None else Refiner(seg, gen, config, "cpu", contract=contract)
+        probs = refined_probabilities(samples, logits0, refiner)
         seconds = time.perf_counter() - t0
         per_threshold = {label: score_synthetic(probs, samples, threshold).summary(n_boot, metrics=PIXEL_METRICS)
                          for label, threshold in (("0.5", 0.5), ("operating", operating))}
@@ -104,7 +105,7 @@ def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
               flush=True)
     n_mcs = results["TT-GPR"]["0.5"]["n_truth_mcs"]
     return {"n_patches": n, "n_visible_mcs": n_mcs, "operating_threshold": operating,
-            "seed_evidence": seed_evidence(samples, logits0, seg, gen, operating),
+            "seed_evidence": seed_evidence(samples, logits0, seg, gen, contract, operating),
             "patch": f"{patch} px at {MIAS_PIXEL_SPACING_MM} mm, test-part normals, seed {TEST_SEED}, "
                      "clusters of 10-40 MCs", "variants": results}
 
@@ -121,7 +122,7 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def seed_evidence(samples: list, logits0: list, seg, gen, operating: float, k: int = 4) -> dict:
+def seed_evidence(samples: list, logits0: list, seg, gen, contract, operating: float, k: int = 4) -> dict:
     """Does the generator tell a seeded MC from a seeded non-MC?
 
     Seeds from the segmentor's probability (``logits0``: its logits on each sample; TT-GPR's
@@ -131,13 +132,11 @@ def seed_evidence(samples: list, logits0: list, seg, gen, operating: float, k: i
     exact mask dilated by one pixel. Per band of the initial probability: counts and the
     AUC of the logit change (and, for comparison, of the initial probability) for MC vs not.
     """
-    import dataclasses as dc
-
     import torch
     from scipy import ndimage
 
-    from mcgenref.flow.seeds import render_seed_map, seeds_from_probability
-    from mcgenref.inference.refine import RefineConfig, project
+    from mcgenref.flow.seeds import seeds_from_probability
+    from mcgenref.inference.refine import RefineConfig
 
     config = RefineConfig()
     rows = []
@@ -145,13 +144,13 @@ def seed_evidence(samples: list, logits0: list, seg, gen, operating: float, k: i
         x = torch.from_numpy(s.image)[None, None]
         p0 = 1.0 / (1.0 + np.exp(-np.clip(z0, -60, 60)))
         spacing = tuple(float(v) for v in s.record["spacing_mm"])
-        seeds = [dc.replace(q, strength=1.0) for q in seeds_from_probability(p0, spacing, config.seeds)]
+        seeds = seeds_from_probability(p0, spacing, config.seeds)
         if not seeds:
             continue
-        seed_map = torch.from_numpy(render_seed_map(seeds, p0.shape, spacing, config.seeds))[None, None]
+        seed_map = torch.from_numpy(contract.seed_map(seeds, p0.shape, spacing, config.seeds))[None, None]
         noise = torch.randn((k, 1, *p0.shape), generator=torch.Generator().manual_seed(TEST_SEED + i))
-        x_k = project(gen, x.expand(k, -1, -1, -1), seed_map.expand(k, -1, -1, -1), noise,
-                      config.t_start, config.sampler_steps, config.guidance)
+        x_k = contract.sample_projection(gen, x.expand(k, -1, -1, -1), seed_map.expand(k, -1, -1, -1),
+                                         noise, config.t_start, config.sampler_steps, config.guidance)
         with torch.inference_mode():
             z_k = seg(x_k)[:, 0].numpy()
         on_mc = ndimage.binary_dilation(s.mask.astype(bool))

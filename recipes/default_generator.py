@@ -87,9 +87,13 @@ def cmd_quality(args: argparse.Namespace) -> None:
 
     test = split().part("test")  # reported quality: the held-out test women only
     model = Path(args.model) if args.model else RUN_DIR / "model"
+    config = train_config(1)
     result = generator_quality(model, PACKAGE_SEGMENTOR, image_paths(test),
-                               config=train_config(1), pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
-                               n_samples=args.samples, t_start=args.t_start, steps=args.sampler_steps)
+                               synthesis=config.synthesis, condition=config.condition_config(),
+                               patches=config.patches,
+                               procedural_spacing_mm=config.procedural_spacing_mm,
+                               pixel_spacing_mm=MIAS_PIXEL_SPACING_MM, n_samples=args.samples,
+                               t_start=args.t_start, steps=args.sampler_steps)
     print(json.dumps(result, indent=2))
 
 

@@ -49,7 +49,7 @@ def main() -> None:
 
     from mcgenref.evaluation.synthetic import refined_probabilities, score_synthetic, segmentor_logits
     from mcgenref.inference.refine import RefineConfig, Refiner
-    from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
+    from mcgenref.models.checkpoint import load_generator, load_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=60)
@@ -60,13 +60,14 @@ def main() -> None:
     calibration = recipe.split().part("calibration")
     samples = recipe.synthetic_patches(calibration, args.patches, DEV_SEED, n_mcs_range=(10, 40))
     seg, seg_meta = load_model(SEGMENTOR, "cpu")
-    gen, gen_meta = load_model(args.generator, "cpu", kind=GENERATOR_KIND)
+    gen, contract, gen_meta = load_generator(args.generator, "cpu")
     threshold = float(seg_meta["operating_point"]["threshold"])
     logits0 = segmentor_logits(seg, samples)
     base = score_synthetic(refined_probabilities(samples, logits0), samples, threshold).pooled()
 
     def evaluate(config: RefineConfig) -> dict:
-        probs = refined_probabilities(samples, logits0, Refiner(seg, gen, config, "cpu"))
+        refiner = Refiner(seg, gen, config, "cpu", contract=contract)
+        probs = refined_probabilities(samples, logits0, refiner)
         scores = score_synthetic(probs, samples, threshold)
         pooled = scores.pooled()
         d_recall, d_dice = pooled["recall"] - base["recall"], pooled["dice"] - base["dice"]

@@ -2,7 +2,7 @@
 
 Ground layer: the classical baseline (:mod:`mcgenref.inference.classical`), the realism
 features (:mod:`mcgenref.evaluation.realism`, ``benchmarks/realism.py``) and the generator's
-hard decoys (:mod:`mcgenref.training.generator`) all use it.
+hard decoys (:func:`mcgenref.models.generator.draw_condition`) all use it.
 
 - :func:`sigma_px`: a Gaussian's standard deviation in mm -> pixels along (row, col), the one
   conversion every filter here uses.

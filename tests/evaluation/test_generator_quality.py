@@ -11,27 +11,34 @@ import numpy as np
 import pytest
 import torch
 
+from mcgenref.errors import InputError
 from mcgenref.evaluation.generator_quality import generator_quality
 from mcgenref.models.checkpoint import save_model
-from mcgenref.models.generator import GeneratorConfig, build_generator
+from mcgenref.models.generator import (
+    ConditionConfig,
+    GeneratorConfig,
+    GeneratorContract,
+    build_generator,
+)
 from mcgenref.models.segmentor import SegmentorConfig, build_segmentor
 from mcgenref.synthesis.config import MaskConfig, SynthesisConfig
-from mcgenref.training.generator import TrainGeneratorConfig
+from mcgenref.synthesis.patches import PatchSamplerConfig
+
+GCFG = GeneratorConfig(channels=(8, 16), time_embedding_dim=8, norm_groups=4)
+# 32-pixel patches at 0.1 mm (procedural backgrounds), few decoys, so that enough of each
+# patch lies 1 mm away from every seed; min_cnr 0: every MC is visible (at the default 5 none
+# of these three patches has one), so the seed recalls are measured, not None
+PATCHES = {"synthesis": SynthesisConfig(patch_size_px=32, mask=MaskConfig(min_cnr=0.0)),
+           "patches": PatchSamplerConfig(), "procedural_spacing_mm": (0.1, 0.1),
+           "condition": ConditionConfig(decoy_rate=3.0, hard_decoy_fraction=0.0)}
 
 
 def test_untrained_generator_is_reported_as_noisy(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    gcfg = GeneratorConfig(channels=(8, 16), time_embedding_dim=8, norm_groups=4)
-    save_model(tmp_path / "g", build_generator(gcfg), gcfg)
+    save_model(tmp_path / "g", build_generator(GCFG), GCFG, GeneratorContract().to_extra())
     for name, logit in (("everywhere", 12.0), ("nowhere", -12.0)):
         _constant_segmentor(tmp_path / name, logit)
-    # few decoys, so that enough of the 32-pixel patches lies 1 mm away from every seed
-    # min_cnr 0: every MC is visible (at the default 5 none of these three patches has one),
-    # so the seed recalls are measured, not None
-    synthesis = SynthesisConfig(patch_size_px=32, mask=MaskConfig(min_cnr=0.0))
-    config = TrainGeneratorConfig(model=gcfg, synthesis=synthesis,
-                                  decoy_rate=3.0, hard_decoy_fraction=0.0)
-    everywhere, nowhere = (generator_quality(tmp_path / "g", tmp_path / name, None, config=config,
+    everywhere, nowhere = (generator_quality(tmp_path / "g", tmp_path / name, None, **PATCHES,
                                              n_samples=3, t_start=0.5, steps=2)
                            for name in ("everywhere", "nowhere"))
     assert everywhere["n_patches"] == 3 and everywhere["n_visible_mcs"] > 0 and everywhere["n_decoys"] > 0
@@ -55,3 +62,22 @@ def _constant_segmentor(folder: Path, logit: float) -> None:
         [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1].bias.fill_(logit)
         assert torch.equal(net(torch.rand(1, 1, 32, 32)), torch.full((1, 1, 32, 32), logit))
     save_model(folder, net, cfg)
+
+
+def test_the_residual_scale_is_the_generators_own(tmp_path: Path) -> None:
+    """A generator recorded with residual scale 20 is projected with it: half the error."""
+    torch.manual_seed(0)
+    save_model(tmp_path / "g", build_generator(GCFG), GCFG,
+               GeneratorContract(residual_scale=20.0).to_extra())
+    _constant_segmentor(tmp_path / "s", -12.0)
+    result = generator_quality(tmp_path / "g", tmp_path / "s", None, **PATCHES, n_samples=3,
+                               t_start=0.5, steps=2)
+    assert result["background_mae"] == pytest.approx(0.025 * (2 / np.pi) ** 0.5, rel=0.1)
+
+
+def test_a_generator_without_its_residual_scale_is_refused(tmp_path: Path) -> None:
+    save_model(tmp_path / "g", build_generator(GCFG), GCFG, {"pixel_spacing_mm": [0.1, 0.1]})
+    _constant_segmentor(tmp_path / "s", -12.0)
+    with pytest.raises(InputError, match=r"model.json has no 'extra.residual_scale'") as err:
+        generator_quality(tmp_path / "g", tmp_path / "s", None, **PATCHES, n_samples=1)
+    assert "\n" not in str(err.value) and str(tmp_path / "g" / "model.json") in str(err.value)

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from mcgenref.inference.refine import RefineConfig, Refiner, _taper, plan_windows
+from mcgenref.models.generator import GeneratorContract
 
 AMP, GAIN, LEVEL = 1.0, 12.0, 0.6
-RS = 10.0  # the generator's residual scale (Refiner's default)
+RS = 10.0  # the generator's residual scale (the default GeneratorContract's)
 SPACING = (0.2, 0.2)
 
 
@@ -178,3 +179,20 @@ def test_overlap_threshold_decides_which_surrogate_pixels_are_mcs() -> None:
     assert prob[0.5] > 0.9 and prob[0.9] < 0.5
     with pytest.raises(ValueError, match="overlap_threshold"):
         RefineConfig(overlap_threshold=1.0)
+
+
+def test_projections_follow_the_generators_contract() -> None:
+    """The fake generator's residual is RS x AMP at a seed: read with the scale it was made
+    for, a projection adds AMP; read with twice the scale, half of it."""
+    y = torch.full((1, 1, 16, 16), 0.3)
+    seed_map = torch.zeros_like(y)
+    seed_map[..., 8, 8] = 1.0
+    noise = torch.randn(1, 2, 16, 16, generator=torch.Generator().manual_seed(0))
+    config = dataclasses.replace(BASE, sampler_steps=8)
+    for scale, added in ((RS, AMP), (2 * RS, AMP / 2)):
+        refiner = Refiner(FakeSegmentor(), FakeGenerator(), config, "cpu",
+                          contract=GeneratorContract(residual_scale=scale))
+        x = refiner._project(y, seed_map, noise)
+        assert x.shape == (2, 1, 16, 16)
+        assert torch.allclose(x[:, 0, 8, 8], torch.full((2,), 0.3 + added), atol=1e-4)
+        assert torch.allclose(x[:, 0, 0, 0], torch.full((2,), 0.3), atol=1e-4)

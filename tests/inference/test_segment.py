@@ -38,12 +38,17 @@ def specks_png(tmp_path: Path) -> Path:
     return path
 
 
+#: what the segmentor trainer records, as far as the segmentor's contract needs it
+TINY_EXTRA = {"pixel_spacing_mm": [0.2, 0.2], "threshold_logit": 0.0,
+              "intensity": {"low_percentile": 1.0, "high_percentile": 99.0}}
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     cfg = SegmentorConfig(channels=(4, 8, 16))
     folder = tmp_path_factory.mktemp("m") / "tiny"
-    save_model(folder, build_segmentor(cfg), cfg, {"pixel_spacing_mm": [0.2, 0.2], "size_multiple": 4})
+    save_model(folder, build_segmentor(cfg), cfg, TINY_EXTRA)
     return folder
 
 
@@ -197,12 +202,13 @@ def test_skin_margin_spares_the_chest_wall_edge() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mcgenref.models.generator import GeneratorConfig, build_generator
+    from mcgenref.models.generator import GeneratorConfig, GeneratorContract, build_generator
 
     torch.manual_seed(0)
     cfg = GeneratorConfig(channels=(8, 16), time_embedding_dim=8, norm_groups=4)
     folder = tmp_path_factory.mktemp("g") / "tiny_generator"
-    save_model(folder, build_generator(cfg), cfg, {"pixel_spacing_mm": [0.2, 0.2]})
+    save_model(folder, build_generator(cfg), cfg,
+               {"pixel_spacing_mm": [0.2, 0.2], **GeneratorContract().to_extra()})
     return folder
 
 
@@ -260,3 +266,33 @@ def test_refine_bad_settings(specks_png: Path, tiny_model: Path, tmp_path: Path)
                               "--model", str(tiny_model), "--refine", "--generator", str(tiny_model),
                               "--device", "cpu"])
     assert res.exit_code == 2 and "not an mcgenref generator" in res.output
+
+
+@pytest.mark.parametrize(("model_json_key", "generator"), [
+    ("extra.intensity", False), ("extra.pixel_spacing_mm", False), ("extra.residual_scale", True)])
+def test_a_model_json_missing_a_contract_key_is_one_error_line(
+    specks_png: Path, tiny_model: Path, tiny_generator: Path, tmp_path: Path,
+    model_json_key: str, generator: bool,
+) -> None:
+    """The segmentor's and the generator's contracts are read from model.json, never defaulted."""
+    source = tiny_generator if generator else tiny_model
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in source.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((broken / "model.json").read_text())
+    section, key = model_json_key.split(".")
+    del meta[section][key]
+    (broken / "model.json").write_text(json.dumps(meta))
+    args = ["segment", str(specks_png), "--out", str(tmp_path / "o"), "--pixel-spacing", "0.1",
+            "--device", "cpu"]
+    if generator:
+        args += ["--model", str(tiny_model), "--refine", "--generator", str(broken)]
+    else:
+        args += ["--model", str(broken)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    assert str(broken / "model.json") in lines[0] and f"'{model_json_key}" in lines[0]
+    assert not (tmp_path / "o" / "case one_meta.json").exists()

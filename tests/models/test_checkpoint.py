@@ -6,6 +6,7 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,8 +24,6 @@ from mcgenref.models.segmentor import SegmentorConfig, build_segmentor
 
 CONFIG = SegmentorConfig(channels=(8, 16, 32))
 EXTRA = {"pixel_spacing_mm": [0.1, 0.1], "patch_size_px": 32}
-
-
 
 
 @pytest.fixture()
@@ -213,3 +212,92 @@ def test_a_failed_checkpoint_leaves_the_previous_one(tmp_path: Path, monkeypatch
     tensors, record = load_training_state(tmp_path / "ckpt")
     assert record["step"] == 1 and torch.equal(tensors["x"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+# --------------------------------------------------------------------------- contracts
+
+TRAINER_EXTRA = {"pixel_spacing_mm": [0.1, 0.2], "threshold_logit": 0.0,
+                 "intensity": {"low_percentile": 2.0, "high_percentile": 98.0}}
+
+
+def _folder_with(tmp_path: Path, extra: dict, **top: object) -> Path:
+    torch.manual_seed(0)
+    folder = save_model(tmp_path / "m", build_segmentor(CONFIG), CONFIG, extra)
+    if top:
+        meta = json.loads((folder / "model.json").read_text())
+        meta.update(top)
+        (folder / "model.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_segmentor_contract_reads_every_key(tmp_path: Path) -> None:
+    from mcgenref.models.checkpoint import OperatingPoint, load_segmentor
+
+    folder = _folder_with(tmp_path, TRAINER_EXTRA, name="mine",
+                          operating_point={"threshold": 0.9, "classical_threshold": 0.6})
+    _, contract, meta = load_segmentor(folder)
+    assert contract.name == "mine" and contract.sha256 == meta["weights"]["sha256"]
+    assert contract.pixel_spacing_mm == (0.1, 0.2)
+    assert contract.intensity_percentiles == (2.0, 98.0)
+    assert contract.size_multiple == 4  # (8, 16, 32): two strides of 2
+    assert contract.operating_point == OperatingPoint(threshold=0.9, classical_threshold=0.6)
+
+
+def test_an_uncalibrated_segmentor_is_read_at_the_trainers_threshold(tmp_path: Path) -> None:
+    from mcgenref.models.checkpoint import read_model_meta, segmentor_contract
+
+    contract = segmentor_contract(read_model_meta(_folder_with(tmp_path, TRAINER_EXTRA)))
+    assert contract.operating_point.threshold == 0.5  # sigmoid(0), exactly
+    assert contract.operating_point.classical_threshold is None
+    assert contract.name == "m"  # no name recorded: the folder's
+    several = dict(TRAINER_EXTRA, pixel_spacing_mm=None, threshold_logit=2.0)
+    contract = segmentor_contract(read_model_meta(_folder_with(tmp_path / "b", several)))
+    assert contract.pixel_spacing_mm is None
+    assert contract.operating_point.threshold == pytest.approx(1 / (1 + np.exp(-2.0)))
+
+
+@pytest.mark.parametrize("key", ["extra.pixel_spacing_mm", "extra.intensity.low_percentile",
+                                 "extra.intensity.high_percentile", "extra.threshold_logit",
+                                 "tensor_contract.size_multiple", "operating_point.threshold"])
+def test_a_missing_contract_key_is_one_line_naming_file_and_key(tmp_path: Path, key: str) -> None:
+    from mcgenref.models.checkpoint import load_segmentor
+
+    folder = _folder_with(tmp_path, TRAINER_EXTRA, operating_point={"threshold": 0.9})
+    meta = json.loads((folder / "model.json").read_text())
+    *parents, last = key.split(".")
+    node = meta
+    for part in parents:
+        node = node[part]
+    del node[last]
+    if key == "extra.threshold_logit":
+        del meta["operating_point"]  # the trainer's threshold is read only when uncalibrated
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError) as err:
+        load_segmentor(folder)
+    message = str(err.value)
+    assert message == f"{folder / 'model.json'}: model.json has no '{key}', which the model's contract needs"
+
+
+@pytest.mark.parametrize(("key", "value"), [("pixel_spacing_mm", "0.1"), ("pixel_spacing_mm", [0.1]),
+                                            ("threshold_logit", "zero")])
+def test_a_malformed_contract_key_is_one_line(tmp_path: Path, key: str, value: object) -> None:
+    from mcgenref.models.checkpoint import load_segmentor
+
+    folder = _folder_with(tmp_path, dict(TRAINER_EXTRA, **{key: value}))
+    with pytest.raises(InputError, match=rf"model.json 'extra.{key}' must be") as err:
+        load_segmentor(folder)
+    assert "\n" not in str(err.value)
+
+
+def test_the_shipped_models_satisfy_their_contracts() -> None:
+    from mcgenref.inference.segment import default_generator_path, default_model_path
+    from mcgenref.models.checkpoint import generator_contract, read_model_meta, segmentor_contract
+    from mcgenref.models.generator import GeneratorContract
+
+    seg = segmentor_contract(read_model_meta(default_model_path()))
+    assert seg.pixel_spacing_mm == (0.2, 0.2) and seg.intensity_percentiles == (1.0, 99.0)
+    assert seg.size_multiple == 8
+    assert seg.operating_point.threshold == 0.98
+    assert seg.operating_point.classical_threshold == pytest.approx(0.545918367)
+    gen_meta = read_model_meta(default_generator_path(), "mcgenref-generator")
+    assert generator_contract(gen_meta) == GeneratorContract(residual_scale=10.0)

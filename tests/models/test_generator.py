@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,7 @@ from mcgenref.flow import euler_sample, partial_start, rectified_flow_loss
 from mcgenref.flow.seeds import Seed, SeedConfig, render_seed_map
 from mcgenref.models.generator import (
     GeneratorConfig,
+    GeneratorContract,
     build_generator,
     drop_condition,
     guided_velocity,
@@ -178,3 +180,48 @@ def test_overfits_one_pair_and_draws_the_mc_at_the_seed() -> None:
     at_seed = added[38:43, 22:27].mean()
     away = added[8:20, 40:56].mean()
     assert at_seed > away + 0.2
+
+
+# --------------------------------------------------------------------------- data convention
+
+
+def test_contract_residual_and_projection_are_inverse_known_answers() -> None:
+    contract = GeneratorContract(residual_scale=4.0)
+    observation = np.array([[0.5, 0.25]], dtype=np.float32)
+    image = np.array([[0.75, 0.25]], dtype=np.float32)
+    residual = contract.residual(image, observation)
+    assert residual.dtype == np.float32 and residual.tolist() == [[1.0, 0.0]]  # 4 x (x - y)
+    assert np.array_equal(contract.project(observation, residual), image)
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(GeneratorContract().project(y, GeneratorContract().residual(x, y)), x,
+                          atol=1e-6)
+    assert GeneratorContract().residual_scale == 10.0  # the shipped generator's
+    with pytest.raises(ValueError, match="residual_scale"):
+        GeneratorContract(residual_scale=0.0)
+
+
+def test_contract_condition_and_seed_map() -> None:
+    contract = GeneratorContract()
+    y, seeds = torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8)
+    cond = contract.condition(y, seeds)
+    assert set(cond) == {"seed_map", "background"}
+    assert cond["seed_map"] is seeds and cond["background"] is y
+    # a candidate's own strength (its probability) is not drawn: every seed at strength 1
+    weak = [Seed(8.0, 8.0, 0.4, 0.3)]
+    drawn = contract.seed_map(weak, (17, 17), (0.1, 0.1), SeedConfig())
+    assert drawn.max() == pytest.approx(1.0)
+    assert np.array_equal(drawn, render_seed_map([Seed(8.0, 8.0, 0.4, 1.0)], (17, 17), (0.1, 0.1),
+                                                 SeedConfig()))
+    assert contract.to_extra()["residual_scale"] == 10.0
+
+
+def test_sample_projection_of_a_zero_velocity_is_the_sdedit_start_projected() -> None:
+    """An untrained net's velocity is 0: the residual stays ``(1 - t_start) noise``."""
+    torch.manual_seed(0)
+    net = build_generator(SMALL).eval()
+    y = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    contract = GeneratorContract(residual_scale=5.0)
+    x = contract.sample_projection(net, y, torch.zeros_like(y), noise, t_start=0.25, steps=3)
+    assert torch.allclose(x, y + 0.75 * noise / 5.0, atol=1e-6)

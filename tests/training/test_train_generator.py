@@ -12,13 +12,12 @@ import torch
 from safetensors.torch import load_file
 
 from mcgenref.errors import InputError
-from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
-from mcgenref.models.generator import GeneratorConfig
+from mcgenref.models.checkpoint import GENERATOR_KIND, load_generator, load_model
+from mcgenref.models.generator import GeneratorConfig, GeneratorContract, _mc_like_spots
 from mcgenref.synthesis.config import SynthesisConfig
 from mcgenref.synthesis.sample import generate_sample
 from mcgenref.training.generator import (
     TrainGeneratorConfig,
-    _mc_like_spots,
     generator_condition,
 )
 from mcgenref.training.loop import run_training
@@ -45,6 +44,8 @@ def test_config_validation() -> None:
         TrainGeneratorConfig(decoy_rate=-1.0)
     with pytest.raises(ValueError, match="hard_decoy_fraction"):
         TrainGeneratorConfig(hard_decoy_fraction=1.5)
+    with pytest.raises(ValueError, match="residual_scale"):
+        TrainGeneratorConfig(residual_scale=0.0)
     with pytest.raises(ValueError, match="multiple of 4"):
         TrainGeneratorConfig(synthesis=SynthesisConfig(patch_size_px=34))
 
@@ -91,7 +92,8 @@ def test_hard_decoys_sit_on_background_spots_away_from_the_mcs() -> None:
     config = dataclasses.replace(TINY, synthesis=SynthesisConfig(patch_size_px=64), decoy_rate=20.0,
                                  hard_decoy_fraction=1.0)
     _, _, mc_seeds, decoys = generator_condition(sample, config, np.random.default_rng(1))
-    spots = {tuple(p) for p in _mc_like_spots(sample.background, spacing, mc_seeds).tolist()}
+    spots = _mc_like_spots(sample.background, spacing, mc_seeds)
+    spots = {tuple(p) for p in spots.tolist()}
     hard = [d for d in decoys if (d.row, d.col) in spots]
     assert len(spots) > 0 and len(hard) == min(len(decoys), len(spots))
     for d in hard:
@@ -120,6 +122,8 @@ def test_tiny_run_writes_a_generator_model(tmp_path: Path) -> None:
     model, meta = load_model(run / "model", kind=GENERATOR_KIND)
     assert meta["kind"] == "mcgenref-generator"
     assert meta["extra"]["condition"]["decoy_rate"] == TINY.decoy_rate
+    # the data convention is recorded, and read back, as the generator's contract
+    assert load_generator(run / "model")[1] == TINY.contract() == GeneratorContract(10.0)
     x = torch.zeros(1, 1, 32, 32)
     with torch.no_grad():
         assert model(x, torch.tensor([0.5]), {"seed_map": x, "background": x}).shape == x.shape

@@ -163,6 +163,11 @@ def test_tiny_run_writes_the_run_folder(tmp_path: Path) -> None:
     assert summary["val_dice"] == pytest.approx(_validation_dice_by_hand(model, config), abs=1e-6)
     assert meta["extra"]["pixel_spacing_mm"] == [0.1, 0.1]
     assert meta["extra"]["training"]["steps"] == 6
+    # what the trainer writes is the contract segment reads (uncalibrated: threshold 0.5)
+    from mcgenref.models.checkpoint import segmentor_contract
+
+    contract = segmentor_contract(meta)
+    assert contract.pixel_spacing_mm == (0.1, 0.1) and contract.operating_point.threshold == 0.5
     with torch.no_grad():
         assert model(torch.zeros(1, 1, 48, 80)).shape == (1, 1, 48, 80)
     # the checkpoint folder is a model folder too (the EMA weights)

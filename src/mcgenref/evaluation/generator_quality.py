@@ -2,8 +2,10 @@
 
 On synthetic validation patches that training never saw (their own base seed; the caller
 chooses backgrounds, e.g. held-out women's normals), each patch's training-style condition is
-built (:func:`mcgenref.training.generator.generator_condition`: a faint observation, the MCs'
-seeds plus decoy seeds with no MC under them) and projected once, as TT-GPR does. Then:
+built (:func:`mcgenref.models.generator.draw_condition`: a faint observation, the MCs'
+seeds plus decoy seeds with no MC under them) and projected once by the generator's own
+contract (:meth:`~mcgenref.models.generator.GeneratorContract.sample_projection`, as TT-GPR
+does). Then:
 
 - **seed recall**: the fraction of visible MCs whose seed gets a detection (segmentor
   probability >= 0.5 within ``hit_radius_mm`` of the seed) in the projection; reported beside
@@ -32,7 +34,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from mcgenref.synthesis.patches import NegativePatchSampler
+from mcgenref.models.generator import ConditionConfig, draw_condition
+from mcgenref.synthesis.config import SynthesisConfig
+from mcgenref.synthesis.patches import NegativePatchSampler, PatchSamplerConfig
 from mcgenref.synthesis.sample import generate_sample, sample_seed
 
 __all__ = ["generator_quality"]
@@ -62,7 +66,11 @@ def generator_quality(
     generator_path: str | Path,
     segmentor_path: str | Path,
     negatives: Sequence[str | Path] | None,
-    config: Any = None,
+    *,
+    synthesis: SynthesisConfig,
+    condition: ConditionConfig,
+    patches: PatchSamplerConfig,
+    procedural_spacing_mm: tuple[float, float],
     pixel_spacing_mm: float | tuple[float, float] | None = None,
     n_samples: int = 256,
     t_start: float = 0.3,
@@ -72,36 +80,35 @@ def generator_quality(
 ) -> dict[str, Any]:
     """The measures of the module docstring over ``n_samples`` patches (see there).
 
-    ``config``: the :class:`~mcgenref.training.generator.TrainGeneratorConfig` whose
-    synthesis and condition settings make the patches (default: its defaults).
+    ``synthesis``, ``patches``, ``procedural_spacing_mm``: how the patches are made, and
+    ``condition`` how their conditions are drawn: pass the generator's training settings
+    (its run's ``config.json``; e.g. ``TrainGeneratorConfig.condition_config()``) to judge it
+    on the task it was trained for.
     """
-    from mcgenref.inference.refine import project
-    from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
-    from mcgenref.training.generator import TrainGeneratorConfig, generator_condition
+    from mcgenref.models.checkpoint import load_generator, load_model
     from mcgenref.runtime import resolve_device
 
-    config = config or TrainGeneratorConfig()
     dev = resolve_device(device)
-    generator, gen_meta = load_model(generator_path, dev, kind=GENERATOR_KIND)
+    generator, contract, gen_meta = load_generator(generator_path, dev)
     segmentor, _ = load_model(segmentor_path, dev)
     sampler = None
     if negatives:
-        sampler = NegativePatchSampler([Path(p) for p in negatives], config.synthesis.patch_size_px,
-                                       config.patches, pixel_spacing_mm=pixel_spacing_mm)
+        sampler = NegativePatchSampler([Path(p) for p in negatives], synthesis.patch_size_px,
+                                       patches, pixel_spacing_mm=pixel_spacing_mm)
     counts = {k: 0.0 for k in ("c_clean", "c_obs", "c_proj", "mcs", "hit_proj", "hit_obs", "hit_clean", "decoys", "decoy_hits",
                                "spurious_proj", "spurious_obs", "bg_err", "bg_noise", "bg_n")}
     for i in range(n_samples):
-        sample = generate_sample(sample_seed(seed, i), config.synthesis, sampler,
-                                 config.procedural_spacing_mm, index=i)
+        sample = generate_sample(sample_seed(seed, i), synthesis, sampler,
+                                 procedural_spacing_mm, index=i)
         rng = np.random.default_rng([seed, i, 0xC0DE])
-        observation, seed_map, _, decoys = generator_condition(sample, config, rng)
+        observation, seed_map, _, decoys = draw_condition(sample, condition, rng, contract)
         spacing = tuple(float(s) for s in sample.record["spacing_mm"])
         radius_px = 0.5 / min(spacing)
         noise = torch.randn((1, 1, *observation.shape), generator=torch.Generator().manual_seed(i))
         with torch.no_grad():
-            x = project(generator, torch.from_numpy(observation)[None, None].to(dev),
-                        torch.from_numpy(seed_map)[None, None].to(dev), noise.to(dev), t_start, steps,
-                        residual_scale=float(gen_meta["extra"].get("residual_scale", 10.0)))
+            x = contract.sample_projection(
+                generator, torch.from_numpy(observation)[None, None].to(dev),
+                torch.from_numpy(seed_map)[None, None].to(dev), noise.to(dev), t_start, steps)
             batch = torch.cat([x, torch.from_numpy(observation)[None, None].to(dev),
                                torch.from_numpy(sample.image.astype(np.float32))[None, None].to(dev)])
             probs = torch.sigmoid(segmentor(batch)).cpu().numpy()[:, 0]

@@ -7,10 +7,11 @@ candidates only:
    included, which is where missed MCs are recovered), NMS in mm
    (:func:`mcgenref.flow.seeds.seeds_from_probability`);
 2. **projections**: ``k`` samples of the generator conditioned on the seed map and the
-   observed window (:func:`project`: the generator samples the residual to add to the
-   observation, from an SDEdit start at ``t_start``, in ``sampler_steps`` Euler steps); the
-   generator restores the seeded MCs the observation supports and keeps the background
-   (:mod:`mcgenref.training.generator`);
+   observed window (:meth:`mcgenref.models.generator.GeneratorContract.sample_projection`:
+   the generator samples the residual to add to the observation, from an SDEdit start at
+   ``t_start``, in ``sampler_steps`` Euler steps, by the generator's own contract read from
+   its ``model.json``); the generator restores the seeded MCs the observation supports and
+   keeps the background (:mod:`mcgenref.training.generator`);
 3. **surrogates**: the frozen segmentor on each projection, ``s_k``; their mean ``m`` and their
    **agreement** ``a = 1 - 2 std_k(s_k)`` (1 when all agree, 0 at the largest possible
    spread of values in [0, 1]);
@@ -54,8 +55,7 @@ gets.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -63,12 +63,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mcgenref.flow.rectified import euler_sample, partial_start
-from mcgenref.flow.seeds import SeedConfig, render_seed_map, seeds_from_probability
-from mcgenref.models.generator import guided_velocity
+from mcgenref.flow.seeds import SeedConfig, seeds_from_probability
+from mcgenref.models.generator import GeneratorContract
 from mcgenref.runtime import Autocast
 
-__all__ = ["RefineConfig", "RefineResult", "Refiner", "plan_windows", "project"]
+__all__ = ["RefineConfig", "RefineResult", "Refiner", "plan_windows"]
 
 
 @dataclass(frozen=True)
@@ -200,30 +199,6 @@ def plan_windows(
     return corners, dropped
 
 
-@torch.no_grad()
-def project(
-    generator: nn.Module, observed: Tensor, seed_map: Tensor, noise: Tensor, t_start: float,
-    steps: int, guidance: float = 1.0, autocast: Autocast | None = None,
-    residual_scale: float = 10.0,
-) -> Tensor:
-    """Generator projections of ``observed`` [N, 1, H, W] under ``seed_map`` [N, 1, H, W].
-
-    The generator models the residual ``residual_scale * (x - observed)``
-    (:mod:`mcgenref.training.generator`), whose observed value is 0: the sampler starts at
-    ``t_start`` from ``(1 - t_start) noise`` (the SDEdit start of a zero residual), integrates
-    to 1 in ``steps`` Euler steps (``guidance``: classifier-free guidance scale), and the
-    projection is ``observed + residual / residual_scale``.
-    """
-    cond = {"seed_map": seed_map, "background": observed}
-    start = partial_start(torch.zeros_like(observed), noise, t_start)
-
-    def velocity(x: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
-        with autocast() if autocast is not None else nullcontext():
-            return guided_velocity(generator, x, t, cond, guidance).float()
-
-    return observed + euler_sample(velocity, start, steps, t_start, 1.0, cond) / residual_scale
-
-
 def _taper(size: int, margin: int) -> np.ndarray:
     """1 inside, a raised-cosine ramp to 0 over ``margin`` pixels at each edge."""
     ramp = np.ones(size, dtype=np.float32)
@@ -252,14 +227,19 @@ def _edge_loss(p: Tensor, y: Tensor, sigma: float) -> Tensor:
 
 
 class Refiner:
-    """TT-GPR with a frozen segmentor and generator (both in eval mode, on ``device``)."""
+    """TT-GPR with a frozen segmentor and generator (both in eval mode, on ``device``).
+
+    ``contract``: the generator's data convention, from its ``model.json``
+    (:func:`mcgenref.models.checkpoint.load_generator`); the default is
+    :class:`~mcgenref.models.generator.GeneratorContract`'s, that of the shipped generator.
+    """
 
     def __init__(self, segmentor: nn.Module, generator: nn.Module, config: RefineConfig,
                  device: torch.device | str = "cpu", autocast: Autocast | None = None,
-                 residual_scale: float = 10.0) -> None:
+                 *, contract: GeneratorContract | None = None) -> None:
         self.segmentor = segmentor
         self.generator = generator
-        self.residual_scale = residual_scale
+        self.contract = contract or GeneratorContract()
         self.config = config
         self.device = torch.device(device)
         self.autocast = autocast or Autocast(self.device.type)  # fp32 unless given
@@ -273,10 +253,10 @@ class Refiner:
         """``k`` projections per window: ``y``, ``seed_map`` [B, 1, H, W], noise [B, K, H, W]."""
         b, k, h, w = noise.shape
         c = self.config
-        return project(
+        return self.contract.sample_projection(
             self.generator, y.expand(b, k, h, w).reshape(b * k, 1, h, w),
             seed_map.expand(b, k, h, w).reshape(b * k, 1, h, w), noise.reshape(b * k, 1, h, w),
-            c.t_start, c.sampler_steps, c.guidance, self.autocast, self.residual_scale,
+            c.t_start, c.sampler_steps, c.guidance, self.autocast,
         )
 
     def _noise(self, windows: list[int], round_index: int, shape: tuple[int, int]) -> Tensor:
@@ -319,8 +299,7 @@ class Refiner:
         reg = region.cpu().numpy()[:, 0]
         for i in range(b):
             seeds = seeds_from_probability(prob[i], spacing_mm, c.seeds, region=reg[i])
-            seeds = [replace(s, strength=1.0) for s in seeds]  # see mcgenref.training.generator
-            maps[i, 0] = render_seed_map(seeds, (h, w), spacing_mm, c.seeds)
+            maps[i, 0] = self.contract.seed_map(seeds, (h, w), spacing_mm, c.seeds)
             keys[i] = tuple(sorted((round(s.row, 1), round(s.col, 1)) for s in seeds))
         return maps, keys
 

@@ -39,13 +39,13 @@ import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 import mcgenref
 from mcgenref.config import to_dict
-from mcgenref.errors import ConfigError, InputError, McGenRefError, McGenRefWarning
+from mcgenref.errors import ConfigError, InputError, McGenRefWarning
 from mcgenref.clusters import ClusterRule
 from mcgenref.detections import PeakRule
 from mcgenref.inference.classical import ClassicalConfig, classical_score
@@ -87,6 +87,9 @@ from mcgenref.io.predictions import (
 )
 from mcgenref.io.resample import resample, resample_to_shape, zoom_factors
 from mcgenref.runtime import Autocast, resolve_device
+
+if TYPE_CHECKING:
+    from mcgenref.models.checkpoint import SegmentorContract
 
 #: SegmentConfig fields that choose which files are written, not what they contain: left out of
 #: the settings compared on reruns (a run without the SEG is not "other settings").
@@ -144,11 +147,12 @@ class SegmentConfig:
     Attributes:
         method: ``model`` (the trained segmentor) or ``classical`` (the label-free DoG baseline).
         threshold: probability threshold for the MC mask; ``None`` takes the operating point
-            recorded with the model (``model.json`` ``operating_point``), or
+            recorded with the model (``model.json`` ``operating_point.threshold``; a model never
+            calibrated: its trainer's ``extra.threshold_logit``), or
             ``classical_threshold`` for the classical method.
         classical_threshold: threshold of the classical score (0.5 means CNR = ``cnr_half``);
             ``None`` takes the classical operating point recorded with the shipped model
-            (chosen on the same development data by the same rule), else 0.5.
+            (chosen on the same development data by the same rule).
         window_px: sliding-window side on the model's grid; 256 is the training patch size.
         overlap: fraction of overlap between windows; 0.25 with Gaussian blending removes
             seams at a third of the cost of 0.5.
@@ -257,21 +261,19 @@ class Segmenter:
         self.pixel_spacing_mm = pixel_spacing_mm
         self.model = None
         self.model_meta: dict[str, Any] = {}
+        self.contract: SegmentorContract | None = None
         self.model_info: dict[str, Any] = {"name": "classical-dog", "sha256": None}
         self.model_spacing: tuple[float, float] | None = None
-        self.percentiles = (1.0, 99.0)
+        self.percentiles = (1.0, 99.0)  # the classical method's normalisation
         # the classical method needs no device: "--device cuda" must not fail on a CPU box
         self.device = resolve_device(device if self.config.method == "model" else "cpu")
         if self.config.method == "model":
-            from mcgenref.models.checkpoint import load_model
+            from mcgenref.models.checkpoint import load_segmentor
 
             path = Path(model_path) if model_path is not None else default_model_path()
-            self.model, self.model_meta = load_model(path, self.device)
-            self.model_info = {
-                "name": self.model_meta.get("name", Path(self.model_meta["path"]).name),
-                "path": str(path),
-                "sha256": self.model_meta["weights"]["sha256"],
-            }
+            self.model, self.contract, self.model_meta = load_segmentor(path, self.device)
+            self.model_info = {"name": self.contract.name, "path": str(path),
+                               "sha256": self.contract.sha256}
             self._read_contract(path)
         self.threshold = self._threshold()
         self.batch_size = self.config.batch_size or (8 if self.device.type == "cuda" else 2)
@@ -282,25 +284,25 @@ class Segmenter:
             self._load_generator(Path(generator_path) if generator_path else default_generator_path())
 
     def _load_generator(self, path: Path) -> None:
-        from mcgenref.models.checkpoint import GENERATOR_KIND, load_model
+        from mcgenref.models.checkpoint import (
+            input_size_multiple,
+            load_generator,
+            trained_pixel_spacing_mm,
+        )
 
-        generator, meta = load_model(path, self.device, kind=GENERATOR_KIND)
-        multiple = int(meta.get("tensor_contract", {}).get("size_multiple", 1))
+        generator, contract, meta = load_generator(path, self.device)
+        multiple = input_size_multiple(meta)
         if self.config.tt_gpr.window_px % multiple:
             raise ConfigError(f"tt_gpr.window_px must be a multiple of {multiple} for this generator")
-        spacing = (meta.get("extra") or {}).get("pixel_spacing_mm")
-        if spacing and self.model_spacing and tuple(float(v) for v in spacing) != self.model_spacing:
+        spacing = trained_pixel_spacing_mm(meta)
+        if spacing and self.model_spacing and spacing != self.model_spacing:
             warnings.warn(
-                f"{path}: the generator was trained at {spacing} mm and the segmentor at "
+                f"{path}: the generator was trained at {list(spacing)} mm and the segmentor at "
                 f"{list(self.model_spacing)} mm", McGenRefWarning, stacklevel=3,
             )
         assert self.model is not None
-        try:
-            residual_scale = float((meta.get("extra") or {}).get("residual_scale", 10.0))
-        except (TypeError, ValueError):
-            raise InputError(f"{path}: model.json 'extra.residual_scale' is malformed") from None
         self.refiner = Refiner(self.model, generator, self.config.tt_gpr, self.device,
-                               self.autocast, residual_scale)
+                               self.autocast, contract=contract)
         self.generator_info = {
             "name": meta.get("name", Path(meta["path"]).name),
             "path": str(path),
@@ -308,25 +310,16 @@ class Segmenter:
         }
 
     def _read_contract(self, path: Path) -> None:
-        """The conventions the model was trained with (model.json ``extra``)."""
-        extra = self.model_meta.get("extra") or {}
-        try:
-            spacing = extra.get("pixel_spacing_mm")
-            if spacing:
-                self.model_spacing = (float(spacing[0]), float(spacing[1]))
-            intensity = extra.get("intensity") or {}
-            self.percentiles = (float(intensity.get("low_percentile", 1.0)),
-                                float(intensity.get("high_percentile", 99.0)))
-            multiple = int(extra.get("size_multiple", 16))
-            threshold = (self.model_meta.get("operating_point") or {}).get("threshold", 0.5)
-            float(threshold)
-        except (TypeError, ValueError, IndexError, AttributeError):
-            raise InputError(f"{path}: model.json 'extra' or 'operating_point' is malformed") from None
+        """The conventions the model was trained with (its :class:`SegmentorContract`)."""
+        assert self.contract is not None
+        self.model_spacing = self.contract.pixel_spacing_mm
+        self.percentiles = self.contract.intensity_percentiles
         if self.model_spacing is None:
             warnings.warn(
                 f"{path}: the model records no single training pixel spacing; images are "
                 "segmented at their own spacing", McGenRefWarning, stacklevel=3,
             )
+        multiple = self.contract.size_multiple
         if self.config.window_px % multiple:
             raise ConfigError(f"window_px must be a multiple of {multiple} for this model")
 
@@ -335,17 +328,18 @@ class Segmenter:
         if self.config.threshold is not None:
             return float(self.config.threshold)
         if self.config.method == "model":
-            return float((self.model_meta.get("operating_point") or {}).get("threshold", 0.5))
+            assert self.contract is not None
+            return self.contract.operating_point.threshold
         if self.config.classical_threshold is not None:
             return float(self.config.classical_threshold)
         # the classical operating point is chosen with the shipped model's (model card)
-        try:
-            from mcgenref.models.checkpoint import read_model_meta
+        from mcgenref.models.checkpoint import read_model_meta, segmentor_contract
 
-            point = read_model_meta(default_model_path()).get("operating_point") or {}
-            return float(point.get("classical_threshold", 0.5))
-        except (McGenRefError, TypeError, ValueError, AttributeError):
-            return 0.5
+        shipped = segmentor_contract(read_model_meta(default_model_path()))
+        if shipped.operating_point.classical_threshold is None:
+            raise InputError(f"{default_model_path()}: the shipped model records no "
+                             "'operating_point.classical_threshold'")
+        return shipped.operating_point.classical_threshold
 
     def settings(self) -> dict[str, Any]:
         """What determines the outputs (besides the input file): compared on reruns."""

@@ -12,8 +12,18 @@ A **model folder** holds two files:
      "bytes": N, "tensors": K, "parameters": P}, "extra": {...}}
 
   ``extra`` is whatever the writer knows about the conventions the model expects; the
-  segmentor trainer stores ``pixel_spacing_mm``, ``intensity`` (the normalisation rule),
-  ``patch_size_px``, ``size_multiple`` and a ``training`` summary there.
+  trainer stores ``pixel_spacing_mm``, ``intensity`` (the normalisation rule),
+  ``patch_size_px``, ``size_multiple`` and a ``training`` summary there (the segmentor's
+  ``threshold_logit``; the generator's :class:`~mcgenref.models.generator.GeneratorContract`:
+  ``residual_scale``...). A calibrated segmentor also has an ``operating_point``.
+
+**Contracts.** What a user of a model needs from its ``model.json`` is read once, typed:
+:func:`load_segmentor` / :func:`segmentor_contract` give a :class:`SegmentorContract`
+(pixel spacing, intensity percentiles, size multiple, operating point), and
+:func:`load_generator` / :func:`generator_contract` the generator's
+:class:`~mcgenref.models.generator.GeneratorContract`. A key the contract needs that is
+missing or malformed is one line of :class:`~mcgenref.errors.InputError` naming the file and
+the key, never a silent default.
 
 :func:`load_model` refuses pickles (``.pt``, ``.pth``, ``.ckpt``...), checks the sha256 of the
 weights against ``model.json`` *before* parsing them, and turns every defect (missing file,
@@ -32,6 +42,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,21 +55,29 @@ import mcgenref
 from mcgenref.config import from_dict, to_dict
 from mcgenref.errors import ConfigError, InputError
 from mcgenref.io.atomic import staged_directory, write_bytes_atomic, write_json_atomic
-from mcgenref.models.generator import GeneratorConfig, build_generator
+from mcgenref.models.generator import GeneratorConfig, GeneratorContract, build_generator
 from mcgenref.models.segmentor import SegmentorConfig, build_segmentor, size_multiple
 
 __all__ = [
     "GENERATOR_KIND",
     "MODEL_FORMAT_VERSION",
     "MODEL_KIND",
+    "OperatingPoint",
+    "SegmentorContract",
     "clean_state_dict",
     "find_training_state",
     "flatten_optimizer_state",
+    "generator_contract",
+    "input_size_multiple",
+    "load_generator",
     "load_model",
+    "load_segmentor",
     "load_training_state",
     "read_model_meta",
     "save_model",
     "save_training_state",
+    "segmentor_contract",
+    "trained_pixel_spacing_mm",
     "unflatten_optimizer_state",
     "write_model_files",
 ]
@@ -351,6 +370,161 @@ def _check_fits(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path)
             f"{where}: the weights do not fit the network described in model.json: "
             + "; ".join(parts)
         )
+
+
+# --------------------------------------------------------------------------- contracts
+
+_MISSING = object()
+
+
+def _key(meta: Mapping[str, Any], dotted: str) -> Any:
+    """``meta["a"]["b"]`` for ``"a.b"``; an InputError naming the file and key if absent."""
+    value: Any = meta
+    for part in dotted.split("."):
+        value = value.get(part, _MISSING) if isinstance(value, Mapping) else _MISSING
+        if value is _MISSING:
+            raise InputError(f"{_json_of(meta)}: model.json has no '{dotted}', which the "
+                             "model's contract needs")
+    return value
+
+
+def _json_of(meta: Mapping[str, Any]) -> Path:
+    return Path(str(meta.get("path", "."))) / MODEL_JSON
+
+
+def _number(meta: Mapping[str, Any], dotted: str, cast: type = float) -> Any:
+    value = _key(meta, dotted)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{_json_of(meta)}: model.json '{dotted}' must be a number, got {value!r}")
+    return cast(value)
+
+
+def trained_pixel_spacing_mm(meta: Mapping[str, Any]) -> tuple[float, float] | None:
+    """``extra.pixel_spacing_mm`` as (row, col) mm; ``None`` where the model records none
+    (trained at several spacings: the key is there, its value null)."""
+    value = _key(meta, "extra.pixel_spacing_mm")
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                       for v in value)):
+        raise InputError(f"{_json_of(meta)}: model.json 'extra.pixel_spacing_mm' must be "
+                         f"[row, col] in mm or null, got {value!r}")
+    return (float(value[0]), float(value[1]))
+
+
+def input_size_multiple(meta: Mapping[str, Any]) -> int:
+    """Input height and width must be multiples of this (``tensor_contract.size_multiple``,
+    which :func:`write_model_files` derives from the network)."""
+    value = _number(meta, "tensor_contract.size_multiple", float)
+    if value < 1 or value != int(value):
+        raise InputError(f"{_json_of(meta)}: model.json 'tensor_contract.size_multiple' must be "
+                         f"a positive integer, got {value!r}")
+    return int(value)
+
+
+def _probability(meta: Mapping[str, Any], dotted: str) -> float:
+    value = _number(meta, dotted)
+    if not 0.0 < value < 1.0:
+        raise InputError(f"{_json_of(meta)}: model.json '{dotted}' must be in (0, 1), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The thresholds a segmentor's output is read at.
+
+    Attributes:
+        threshold: MC probability threshold of the model: ``operating_point.threshold`` of a
+            calibrated model, else the trainer's ``extra.threshold_logit`` as a probability
+            (``sigmoid(0) = 0.5`` for the trainer's 0).
+        classical_threshold: the classical detector's threshold chosen on the same data by
+            the same rule (``operating_point.classical_threshold``); ``None`` if none was.
+    """
+
+    threshold: float
+    classical_threshold: float | None
+
+
+@dataclass(frozen=True)
+class SegmentorContract:
+    """What a segmentor expects of its input and how its output is read (its ``model.json``).
+
+    Attributes:
+        name: ``name``, else the folder's name (a label for the outputs' records).
+        sha256: of the weights (``weights.sha256``).
+        pixel_spacing_mm: (row, col) mm the model was trained at (``extra.pixel_spacing_mm``);
+            ``None``: several (images are then segmented at their own spacing).
+        intensity_percentiles: (low, high) breast percentiles mapped to 0 and 1
+            (``extra.intensity.low_percentile`` / ``high_percentile``).
+        size_multiple: input height and width must be multiples of it
+            (``tensor_contract.size_multiple``).
+        operating_point: see :class:`OperatingPoint`.
+    """
+
+    name: str
+    sha256: str
+    pixel_spacing_mm: tuple[float, float] | None
+    intensity_percentiles: tuple[float, float]
+    size_multiple: int
+    operating_point: OperatingPoint
+
+
+def segmentor_contract(meta: Mapping[str, Any]) -> SegmentorContract:
+    """The :class:`SegmentorContract` of a segmentor's checked ``model.json``
+    (:func:`read_model_meta`); one InputError line for a missing or malformed key."""
+    if "operating_point" in meta:
+        threshold = _probability(meta, "operating_point.threshold")
+        point = meta["operating_point"]
+        classical = (_probability(meta, "operating_point.classical_threshold")
+                     if isinstance(point, Mapping) and "classical_threshold" in point else None)
+    else:  # not calibrated: the decision threshold the trainer recorded
+        threshold = 1.0 / (1.0 + math.exp(-_number(meta, "extra.threshold_logit")))
+        classical = None
+    low = _number(meta, "extra.intensity.low_percentile")
+    high = _number(meta, "extra.intensity.high_percentile")
+    if not 0.0 <= low < high <= 100.0:
+        raise InputError(f"{_json_of(meta)}: model.json 'extra.intensity' percentiles must satisfy "
+                         f"0 <= low < high <= 100, got {low}, {high}")
+    return SegmentorContract(
+        name=str(meta.get("name") or Path(str(meta["path"])).name),
+        sha256=str(_key(meta, "weights.sha256")),
+        pixel_spacing_mm=trained_pixel_spacing_mm(meta),
+        intensity_percentiles=(low, high),
+        size_multiple=input_size_multiple(meta),
+        operating_point=OperatingPoint(threshold=threshold, classical_threshold=classical),
+    )
+
+
+def generator_contract(meta: Mapping[str, Any]) -> GeneratorContract:
+    """The :class:`~mcgenref.models.generator.GeneratorContract` of a generator's checked
+    ``model.json``; one InputError line for a missing or malformed key."""
+    scale = _number(meta, "extra.residual_scale")
+    try:
+        return GeneratorContract(residual_scale=scale)
+    except ValueError as exc:
+        raise InputError(f"{_json_of(meta)}: model.json 'extra.residual_scale': {exc}") from None
+
+
+def load_segmentor(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, SegmentorContract, dict[str, Any]]:
+    """A segmentor folder: ``(model.eval(), contract, meta)`` (:func:`load_model`; the
+    contract is read before any weights)."""
+    contract = segmentor_contract(read_model_meta(path, MODEL_KIND))
+    model, meta = load_model(path, device, MODEL_KIND)
+    return model, contract, meta
+
+
+def load_generator(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, GeneratorContract, dict[str, Any]]:
+    """A generator folder: ``(model.eval(), contract, meta)`` (:func:`load_model`; the
+    contract is read before any weights)."""
+    meta = read_model_meta(path, GENERATOR_KIND)
+    contract = generator_contract(meta)
+    model, meta = load_model(path, device, GENERATOR_KIND)
+    return model, contract, meta
 
 
 # --------------------------------------------------------------------------- training state
