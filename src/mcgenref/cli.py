@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import typer
 
 from mcgenref import __version__
 from mcgenref.errors import McGenRefError, McGenRefWarning
+from mcgenref.runtime import is_main_process
 
 app = typer.Typer(
     name="mcgenref",
@@ -182,7 +182,7 @@ def train_segmentor_command(
 
     summary = run_train("segmentor", out, negatives, config_path=config, device=device, steps=steps,
                         pixel_spacing=pixel_spacing, resume=resume)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line, from rank 0
+    if not is_main_process():  # under torchrun, one summary line, from rank 0
         return
     typer.echo(
         f"step {summary['step']}/{summary['steps']}: validation Dice {summary['val_dice']} -> {summary['run_dir']}"
@@ -208,7 +208,7 @@ def train_generator_command(
 
     summary = run_train("generator", out, negatives, config_path=config, device=device, steps=steps,
                         pixel_spacing=pixel_spacing, resume=resume)
-    if os.environ.get("RANK", "0") != "0":
+    if not is_main_process():
         return
     typer.echo(
         f"step {summary['step']}/{summary['steps']}: validation flow loss {summary['val_loss']} -> {summary['run_dir']}"
@@ -257,7 +257,6 @@ def segment(
     """
     from mcgenref.workflows import SegmentOptions, run_segment
 
-    rank = os.environ.get("RANK", "0")
     try:
         options = SegmentOptions(
             model=model, device=device, pixel_spacing=pixel_spacing, threshold=threshold,
@@ -267,13 +266,13 @@ def segment(
         )
         summary = run_segment(inputs, out, options)
     except McGenRefError:
-        if rank != "0":
+        if not is_main_process():
             # under torchrun every rank learns every error (mcgenref.inference.batch) and rank
             # 0 reports it and exits 2; another rank failing too would only make torchrun kill
             # rank 0 before it has said why
             return
         raise
-    if rank != "0":  # under torchrun, one summary line, from rank 0
+    if not is_main_process():  # under torchrun, one summary line, from rank 0
         return
     typer.echo(
         f"{len(summary['done'])} segmented, {len(summary['skipped'])} already done -> {summary['out']}"

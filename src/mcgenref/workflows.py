@@ -8,11 +8,11 @@ they want the command's behaviour (progress bar included) rather than the bare l
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from mcgenref.errors import ConfigError
+from mcgenref.runtime import is_main_process
 
 
 def _progress():
@@ -167,7 +167,7 @@ def run_segment(
         overwrite=options.overwrite, workers=options.workers, show_progress=options.show_progress,
         generator_path=options.generator,
     )
-    if options.report and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0, whole batch
+    if options.report and is_main_process():  # under torchrun: rank 0, whole batch
         from mcgenref.report import write_segment_report
 
         summary["report"] = str(write_segment_report(Path(out), summary["rows"]))
