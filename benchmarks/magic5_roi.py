@@ -84,10 +84,11 @@ def rule_fixed(raw: np.ndarray, meta: ImageMeta) -> Normalization:
 
 
 def rule_median_mid(raw: np.ndarray, meta: ImageMeta) -> Normalization:
-    """The bit-depth scale, the crop's median moved to 0.5."""
-    d = _full_scale(meta)
-    med = float(np.median(raw))
-    return Normalization(med - 0.5 * d, med + 0.5 * d)
+    """The bit-depth scale, the crop's median moved to 0.5: the library's rule (chosen), i.e.
+    what ``segment --roi`` does (:func:`mcgenref.inference.segment.fit_roi_normalization`)."""
+    from mcgenref.inference.segment import fit_roi_normalization
+
+    return fit_roi_normalization(raw, meta)
 
 
 def rule_percentile(raw: np.ndarray, meta: ImageMeta) -> Normalization:
@@ -111,13 +112,6 @@ def rule_mad_floor(raw: np.ndarray, meta: ImageMeta) -> Normalization:
     d = max(MIAS_RANGE_OVER_MAD * mad, MIAS_RANGE_FRACTION * _full_scale(meta))
     low = med - MIAS_MEDIAN_POSITION * d
     return Normalization(low, low + d)
-
-
-def rule_library(raw: np.ndarray, meta: ImageMeta) -> Normalization:
-    """The library's rule (``fit_roi_normalization``): what ``segment --roi`` does."""
-    from mcgenref.inference.segment import fit_roi_normalization
-
-    return fit_roi_normalization(raw, meta)
 
 
 CANDIDATE_RULES: dict[str, Callable[[np.ndarray, ImageMeta], Normalization]] = {

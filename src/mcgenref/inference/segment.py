@@ -4,7 +4,9 @@ For one image (:meth:`Segmenter.segment`):
 
 1. read it (:func:`mcgenref.io.read_image`; spacing from the file, the user, or the default);
 2. find the breast (:func:`mcgenref.io.segment_breast`; the pectoral muscle excluded) and
-   normalise intensity inside it exactly as the training negatives were;
+   normalise intensity inside it exactly as the training negatives were; with ``roi`` (a crop
+   taken inside the breast) the whole crop is the region and :func:`fit_roi_normalization`
+   the intensity rule;
 3. ``model``: resample to the model's pixel spacing (from its ``model.json``), run
    Gaussian-blended sliding windows over the breast only (:mod:`.sliding`), and bring the
    probability map back to the input's grid; ``classical``: the DoG detector
