@@ -481,7 +481,8 @@ class Segmenter:
         t1 = time.perf_counter()
         spacing = (float(meta.pixel_spacing_mm[0]), float(meta.pixel_spacing_mm[1]))
         if self.config.roi:
-            # a crop inside the breast: every pixel is searched, no skin to keep away from
+            # a crop inside the breast: every pixel is searched, no skin to keep away from, and
+            # no chest wall to orient a SEG by (chest_wall_left None: no derived orientation)
             region = np.ones(raw.shape, dtype=bool)
             norm = fit_roi_normalization(raw, meta)
             image = norm.apply(raw).astype(np.float32)
