@@ -119,7 +119,7 @@ def test_overlay_palette_png_shows_the_rgb_overlay() -> None:
     region = np.zeros(image.shape, bool)
     region[10:110, 0:80] = True
     prob = np.zeros(image.shape, np.float32)
-    for r, c in [(50, 40), (54, 42), (58, 38)]:
+    for r, c in [(50, 40), (60, 45), (70, 38)]:  # 1 mm apart: three peaks
         prob[r : r + 2, c : c + 2] = 0.9
     det = find_calcifications(prob, region, (0.1, 0.1), 0.5, ClusterRule(min_count=3))
     assert len(det.clusters) == 1
