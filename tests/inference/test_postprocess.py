@@ -86,3 +86,50 @@ def test_a_component_without_a_peak_of_its_own_is_no_row() -> None:
     det = find_calcifications(prob, np.ones((20, 20), bool), (0.1, 0.1), 0.5, ClusterRule())
     assert [(m["y"], m["x"]) for m in det.mcs] == [(10, 10)]
     assert det.mask[10, 12] and det.labels[10, 12] == 0
+
+
+def test_cross_morphology_is_ndimage_s() -> None:
+    from scipy import ndimage
+
+    from mcgenref.inference.postprocess import _dilate_cross, _erode_cross
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        m = ndimage.binary_opening(rng.random((41, 33)) > 0.3)
+        m[0, :6] = m[:, -1] = True  # the image border counts as outside for the erosion
+        for it in (1, 2):
+            np.testing.assert_array_equal(_erode_cross(m, it), ndimage.binary_erosion(m, iterations=it))
+            np.testing.assert_array_equal(_dilate_cross(m, it), ndimage.binary_dilation(m, iterations=it))
+
+
+def test_overlay_palette_png_shows_the_rgb_overlay() -> None:
+    import io
+
+    from PIL import Image
+
+    from mcgenref.inference.postprocess import (
+        CLUSTER_RGB, EDGE_RGB, MC_RGB, overlay_palette, render_overlay,
+        render_overlay_indexed,
+    )
+    from mcgenref.io.display import display_uint8
+    from mcgenref.io.predictions import palette_png_bytes
+
+    rng = np.random.default_rng(0)
+    image = rng.random((120, 100)).astype(np.float32)
+    region = np.zeros(image.shape, bool)
+    region[10:110, 0:80] = True
+    prob = np.zeros(image.shape, np.float32)
+    for r, c in [(50, 40), (60, 45), (70, 38)]:  # 1 mm apart: three peaks
+        prob[r : r + 2, c : c + 2] = 0.9
+    det = find_calcifications(prob, region, (0.1, 0.1), 0.5, ClusterRule(min_count=3))
+    assert len(det.clusters) == 1
+    idx = render_overlay_indexed(image, region, det, (0.1, 0.1))
+    rgb = render_overlay(image, region, det, (0.1, 0.1))
+    decoded = np.array(Image.open(io.BytesIO(palette_png_bytes(idx, overlay_palette()))).convert("RGB"))
+    np.testing.assert_array_equal(decoded, rgb)
+    colours = {tuple(c) for c in rgb.reshape(-1, 3)}
+    assert {EDGE_RGB, MC_RGB, CLUSTER_RGB} <= colours
+    assert tuple(rgb[51, 41]) != MC_RGB  # the MC itself stays grey: only its outline is red
+    grey = display_uint8(image, region)
+    plain = (rgb == rgb[..., :1]).all(axis=2) & ~np.isin(idx, [253, 254, 255])
+    assert np.abs(rgb[..., 0][plain].astype(int) - grey[plain]).max() <= 1  # requantised to 253 levels

@@ -47,3 +47,22 @@ def test_roundtrip(low: float, span: float, x: list[float]) -> None:
     n = Normalization(low, low + span)
     arr = np.array(x, dtype=np.float32)
     np.testing.assert_allclose(n.invert(n.apply(arr)), arr, rtol=1e-3, atol=1e-3 * (abs(low) + span))
+
+
+def test_large_images_are_fitted_on_a_sub_grid_close_to_the_full_fit() -> None:
+    from mcgenref.io.normalize import MAX_FIT_PIXELS
+
+    rng = np.random.default_rng(0)
+    rows = int(np.sqrt(MAX_FIT_PIXELS * 2.5)) + 1  # 2.5 x the limit: every 2nd row and column
+    image = rng.gamma(4.0, 100.0, (rows, rows)).astype(np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[:, : rows * 2 // 3] = True
+    full = np.percentile(image[mask], [1, 99])
+    fit = fit_normalization(image, mask)
+    # a 1.4 Mpx sample: percentiles within 0.5 % of the range of the whole image's
+    assert abs(fit.low - full[0]) < 0.005 * (full[1] - full[0])
+    assert abs(fit.high - full[1]) < 0.005 * (full[1] - full[0])
+    # at or under the limit every pixel counts (exactly np.percentile)
+    small = image[:1000, :1000]
+    exact = fit_normalization(small, mask[:1000, :1000])
+    assert (exact.low, exact.high) == tuple(np.percentile(small[mask[:1000, :1000]], [1, 99]))

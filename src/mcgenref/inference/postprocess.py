@@ -159,20 +159,78 @@ def find_calcifications(
     return Detections(mask=mask, mcs=mcs, clusters=clusters, labels=outlines)
 
 
-def render_overlay(
+#: The overlay is a palette PNG: these many grey levels (the 8-bit display window, requantised
+#: by at most half a level), then the three drawing colours. A palette image is a third of the
+#: bytes of RGB to render and to compress, and shows the same picture.
+OVERLAY_GREYS = 253
+EDGE_RGB, MC_RGB, CLUSTER_RGB = (60, 120, 255), (255, 40, 40), (255, 220, 0)
+EDGE_INDEX, MC_INDEX, CLUSTER_INDEX = OVERLAY_GREYS, OVERLAY_GREYS + 1, OVERLAY_GREYS + 2
+
+
+def overlay_palette() -> np.ndarray:
+    """uint8 [256, 3]: the RGB colour of each index of :func:`render_overlay_indexed`."""
+    grey = np.round(np.arange(OVERLAY_GREYS) * 255.0 / (OVERLAY_GREYS - 1)).astype(np.uint8)
+    return np.concatenate([np.repeat(grey[:, None], 3, axis=1),
+                           np.array([EDGE_RGB, MC_RGB, CLUSTER_RGB], dtype=np.uint8)])
+
+
+def _bounding_box(mask: np.ndarray, pad: int) -> tuple[slice, slice] | None:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return (slice(max(0, int(rows[0]) - pad), int(rows[-1]) + 1 + pad),
+            slice(max(0, int(cols[0]) - pad), int(cols[-1]) + 1 + pad))
+
+
+def _erode_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """``ndimage.binary_erosion(mask, iterations=...)`` (4-neighbour cross, outside = False)
+    by shifted ANDs: several times faster on a full-field mask."""
+    m = mask
+    for _ in range(iterations):
+        e = m.copy()
+        e[1:] &= m[:-1]
+        e[:-1] &= m[1:]
+        e[:, 1:] &= m[:, :-1]
+        e[:, :-1] &= m[:, 1:]
+        e[0], e[-1], e[:, 0], e[:, -1] = False, False, False, False
+        m = e
+    return m
+
+
+def _dilate_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """``ndimage.binary_dilation(mask, iterations=...)`` (4-neighbour cross) by shifted ORs."""
+    m = mask
+    for _ in range(iterations):
+        d = m.copy()
+        d[1:] |= m[:-1]
+        d[:-1] |= m[1:]
+        d[:, 1:] |= m[:, :-1]
+        d[:, :-1] |= m[:, 1:]
+        m = d
+    return m
+
+
+def render_overlay_indexed(
     image: np.ndarray,
     region: np.ndarray,
     detections: Detections,
     spacing_mm: tuple[float, float],
 ) -> np.ndarray:
-    """RGB uint8: the image, MC outlines in red, cluster circles in yellow, breast edge in blue."""
+    """uint8 [H, W] indices into :func:`overlay_palette`: the image in grey, MC outlines in
+    red, cluster circles in yellow, the breast edge in blue."""
     gray = display_uint8(image, region)
-    rgb = np.repeat(gray[..., None], 3, axis=2)
-    edge = region & ~ndimage.binary_erosion(region, iterations=2)
-    rgb[edge] = (60, 120, 255)
+    levels = np.round(np.arange(256) * (OVERLAY_GREYS - 1) / 255.0).astype(np.uint8)
+    out = levels[gray]
+    # morphology on bounding boxes: the cost follows the breast and the MCs, not the image
+    box = _bounding_box(region, 2)
+    if box is not None:
+        r = region[box]
+        out[box][r & ~_erode_cross(r, 2)] = EDGE_INDEX
     m = detections.mask
-    grown = ndimage.binary_dilation(m, iterations=2)
-    rgb[grown & ~m] = (255, 40, 40)
+    box = _bounding_box(m, 2)
+    if box is not None:
+        mb = m[box]
+        out[box][_dilate_cross(mb, 2) & ~mb] = MC_INDEX
     rows, cols = image.shape
     for cl in detections.clusters:
         radius_mm = cl["radius_mm"] + 2.0
@@ -181,5 +239,15 @@ def render_overlay(
         for dr in (-1, 0, 1):
             rr = np.clip(np.round(cl["y"] + (ry + dr) * np.sin(t)).astype(int), 0, rows - 1)
             cc = np.clip(np.round(cl["x"] + (rx + dr) * np.cos(t)).astype(int), 0, cols - 1)
-            rgb[rr, cc] = (255, 220, 0)
-    return rgb
+            out[rr, cc] = CLUSTER_INDEX
+    return out
+
+
+def render_overlay(
+    image: np.ndarray,
+    region: np.ndarray,
+    detections: Detections,
+    spacing_mm: tuple[float, float],
+) -> np.ndarray:
+    """RGB uint8 of :func:`render_overlay_indexed` (what ``<stem>_overlay.png`` shows)."""
+    return overlay_palette()[render_overlay_indexed(image, region, detections, spacing_mm)]

@@ -56,7 +56,8 @@ from mcgenref.inference.postprocess import (
     CSV_COLUMNS,
     Detections,
     find_calcifications,
-    render_overlay,
+    overlay_palette,
+    render_overlay_indexed,
 )
 from mcgenref.inference.refine import RefineConfig, Refiner
 from mcgenref.inference.sliding import sliding_window_logits
@@ -85,6 +86,7 @@ from mcgenref.io.predictions import (
     encode_prob,
     is_complete,
     output_path,
+    palette_png_bytes,
     read_meta,
     write_meta,
 )
@@ -159,6 +161,23 @@ def reflect_pad(image: np.ndarray, pad: tuple[tuple[int, int], tuple[int, int]])
     values along an axis of one pixel, which has nothing to mirror)."""
     mode = "reflect" if min(image.shape) > 1 else "edge"
     return np.pad(image, pad, mode=mode)
+
+
+def to_input_grid(model_map: np.ndarray, region: np.ndarray, high: float) -> np.ndarray:
+    """A map on the model's grid brought back (linear) onto the input's grid ``region.shape``,
+    clipped to ``[0, high]`` and 0 outside ``region`` (no bleeding across the breast edge).
+
+    Only the region's bounding box is resampled: on a full-field image the breast covers about
+    half of it, and everything outside the region is 0 anyway.
+    """
+    out = np.zeros(region.shape, dtype=np.float32)
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    if rows.size == 0:
+        return out
+    box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    inside = resample_to_shape(model_map.astype(np.float32, copy=False), region.shape, 1, crop=box)
+    out[box] = np.where(region[box], np.clip(inside, 0.0, high), np.float32(0.0))
+    return out
 
 
 def inside_skin_margin(region: np.ndarray, spacing_mm: tuple[float, float],
@@ -417,8 +436,8 @@ class Segmenter:
     ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
         target = self.model_spacing or spacing
         zoom = zoom_factors(spacing, target)
-        work = resample(image, zoom, order=1).astype(np.float32)
-        work_region = resample(region.astype(np.float32), zoom, order=0) > 0.5
+        work = resample(image, zoom, order=1).astype(np.float32, copy=False)
+        work_region = resample(region.view(np.uint8), zoom, order=0) > 0
         work = fill_outside(work, work_region)
         assert self.model is not None
         pad = roi_padding(work.shape, self.config.window_px) if self.config.roi else ((0, 0), (0, 0))
@@ -442,11 +461,9 @@ class Segmenter:
         if self.refiner is not None:
             refined = self.refiner.refine(work, work_region, logits, target)
             logits, refine_info = refined.logits, refined.info
-            uncertainty = resample_to_shape(refined.uncertainty, image.shape, order=1)
-            uncertainty = np.where(region, np.clip(uncertainty, 0.0, 0.5), 0.0).astype(np.float32)
-        prob = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
-        prob = np.clip(resample_to_shape(prob.astype(np.float32), image.shape, order=1), 0.0, 1.0)
-        prob = np.where(region, prob, 0.0).astype(np.float32)  # no bleeding across the edge
+            uncertainty = to_input_grid(refined.uncertainty, region, 0.5)
+        prob = 1.0 / (1.0 + np.exp(-np.clip(logits, np.float32(-60.0), np.float32(60.0))))
+        prob = to_input_grid(prob, region, 1.0)
         info = {
             "model_pixel_spacing_mm": list(target),
             "model_grid_shape": list(work.shape),
@@ -599,8 +616,8 @@ def write_outputs(result: SegmentationResult, out_dir: Path,
         "pixel_spacing_mm": list(spacing),
         "clusters": [dict(cl, descriptors=d) for cl, d in zip(det.clusters, described)],
     })
-    overlay = render_overlay(result.image, result.region, result.detections, spacing)
-    write_png_atomic(path(OVERLAY_SUFFIX), overlay, compress_level=1)
+    overlay = render_overlay_indexed(result.image, result.region, result.detections, spacing)
+    write_bytes_atomic(path(OVERLAY_SUFFIX), palette_png_bytes(overlay, overlay_palette()))
     write_png_atomic(path(BREAST_SUFFIX), encode_mask(result.region), compress_level=1)
     if result.uncertainty is not None:
         # 2 x the spread: the largest possible standard deviation of probabilities is 0.5

@@ -9,7 +9,7 @@ Per image ``<stem>`` (a job's prefix may add sub-folders) the folder holds:
 ``<stem>_mask.png``                    the MC mask, uint8 0/255
 ``<stem>_calcifications.csv``          one row per MC (:func:`csv_bytes`)
 ``<stem>_clusters.json``               the clusters and the grouping ``"rule"`` used
-``<stem>_overlay.png``                 RGB picture for people
+``<stem>_overlay.png``                 picture for people (palette PNG; read it as RGB)
 ``<stem>_breast.png``                  the searched region, uint8 0/255
 ``<stem>_uncertainty.png``             refined runs only: 2 x the TT-GPR spread, as the prob
 ``<stem>_seg.dcm``                     DICOM inputs only: a DICOM SEG of the mask
@@ -94,6 +94,18 @@ def encode_mask(mask: np.ndarray) -> np.ndarray:
 def decode_mask(raw: np.ndarray) -> np.ndarray:
     """Nonzero = in the mask (any channel of a colour PNG)."""
     return raw.any(axis=2) if raw.ndim == 3 else raw != 0
+
+
+def palette_png_bytes(indices: np.ndarray, palette: np.ndarray, compress_level: int = 1) -> bytes:
+    """Lossless palette PNG of uint8 ``indices`` [H, W] into ``palette`` (uint8 [<= 256, 3]):
+    decoded as RGB it is exactly ``palette[indices]``, at a third of an RGB PNG's cost."""
+    if indices.dtype != np.uint8 or indices.ndim != 2:
+        raise TypeError(f"palette_png_bytes: unsupported indices {indices.dtype} {indices.shape}")
+    img = Image.fromarray(indices)  # mode L; a palette makes it P with the same indices
+    img.putpalette(np.asarray(palette, dtype=np.uint8).ravel().tolist(), rawmode="RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- CSV
