@@ -233,7 +233,7 @@ def test_the_solve_reaches_the_energys_minimum() -> None:
     z0 = 4 * torch.randn(2, 1, 16, 16, generator=g)
     zeta = z0 + 3 * torch.randn(2, 3, 16, 16, generator=g)
     y = 0.3 + 0.05 * torch.randn(2, 1, 16, 16, generator=g)
-    c = dataclasses.replace(RefineConfig(), solver_tolerance=1e-7, solver_iterations=500, logit_clip=50.0)
+    c = dataclasses.replace(RefineConfig(), solver_tolerance=1e-7, refine_steps=500, logit_clip=50.0)
     z, info = solve_refinement(z0, zeta, y, c)
     assert info["settled"]
     zz = z.clone().requires_grad_(True)

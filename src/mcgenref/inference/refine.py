@@ -37,7 +37,7 @@ candidates only:
 
    Setting the gradient to zero gives the sparse linear system ``(D + edge_weight L) z = b``
    (``D`` diagonal, ``L`` the edge Laplacian), symmetric positive definite, solved by
-   Jacobi-preconditioned conjugate gradients (``solver_iterations`` at most, to a relative
+   Jacobi-preconditioned conjugate gradients (``refine_steps`` at most, to a relative
    residual of ``solver_tolerance``); the overlap term's "wrong side" set is updated and the
    system solved again until the set no longer changes (``active_set_rounds`` at most; a
    semismooth Newton method on a convex piecewise-quadratic energy). A tiny proximity
@@ -125,7 +125,7 @@ class RefineConfig:
             projection's mask, ``-overlap_logit`` outside (5: p = 0.993 / 0.007).
         edge_sigma: intensity difference (normalised units) at which the edge term's weight
             falls to exp(-1/2).
-        solver_iterations, solver_tolerance: conjugate-gradient iterations at most per solve
+        refine_steps, solver_tolerance: conjugate-gradient iterations at most per solve
             and the relative residual at which a solve stops.
         active_set_rounds: solves at most per round while the overlap term's "wrong side"
             set changes.
@@ -157,7 +157,7 @@ class RefineConfig:
     edge_sigma: float = 0.05
     overlap_threshold: float = 0.5
     overlap_logit: float = 5.0
-    solver_iterations: int = 200
+    refine_steps: int = 200
     solver_tolerance: float = 1e-4
     active_set_rounds: int = 10
     logit_clip: float = 12.0
@@ -173,7 +173,7 @@ class RefineConfig:
         for name in ("batch_windows", "k", "rounds", "sampler_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        for name in ("solver_iterations", "active_set_rounds"):
+        for name in ("refine_steps", "active_set_rounds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if not self.solver_tolerance > 0:
@@ -338,7 +338,7 @@ def solve_refinement(z0: Tensor, surrogate_logits: Tensor, y: Tensor, config: Re
             h = active.to(z0.dtype)
             d = d + c.overlap_weight * agree * h.mean(dim=1, keepdim=True)
             b = b + c.overlap_weight * agree * (h * target).mean(dim=1, keepdim=True)
-        z, n = _conjugate_gradients(d, b, edge, wy, wx, z, c.solver_iterations, c.solver_tolerance)
+        z, n = _conjugate_gradients(d, b, edge, wy, wx, z, c.refine_steps, c.solver_tolerance)
         solves, iterations = solves + 1, iterations + n
         if active is None:
             break
