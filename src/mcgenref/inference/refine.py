@@ -87,7 +87,7 @@ __all__ = ["GeneratorProjector", "ProjectionRequest", "Projector", "RefineConfig
 _BASE_PROXIMITY = 1e-6
 
 #: TT-GPR's default seed rule (docs/tt_gpr.md, "Seeds where the misses are")
-DEFAULT_SEEDS = SeedConfig(rule="logit", min_logit=-8.0, max_per_tile=4, tile_px=64)
+DEFAULT_SEEDS = SeedConfig(rule="logit", min_logit=-8.0, max_per_tile=8, tile_px=64)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class RefineConfig:
             bound on the cost; the count left out is recorded). ``None``: no bound.
         batch_windows: windows per batch (each expands to ``k`` projections).
         seeds: how candidates become seeds (:func:`mcgenref.flow.seeds.find_seeds`; default
-            the logit rule: maxima with ``z >= -8``, at most 4 per 64 px tile).
+            the logit rule: maxima with ``z >= -8``, at most 8 per 64 px tile).
         k: projections per window and round.
         rounds: seed -> project -> refine rounds.
         t_start: SDEdit start time of the projections' residual (0 = from pure noise; higher
