@@ -3,12 +3,14 @@
     python benchmarks/tt_gpr.py [--synthetic 300] [--bootstrap 1000] [--skip-real] [--skip-cost]
                                 [--out benchmarks/results/tt_gpr]
 
+(The diagnostics of issue 14, on development data, are benchmarks/tt_gpr_diagnostics.py.)
+
 1. Synthetic ablation. Test patches (256 px at 0.2 mm) made on the ``test`` part's
    mini-MIAS normals (held-out women, never seen by either network;
    :data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT`) with a base seed neither training used,
    and clusters of 10-40 MCs (the generator and segmentor were trained on 5-30: other
    generator settings where the test allows). Per variant (the initializer = the frozen
-   segmentor alone; TT-GPR with the (tuned) defaults; with the first, untuned defaults;
+   segmentor alone; TT-GPR with the defaults; with the probability seed rule of before;
    without each term; K = 1; one round; no seed): pooled pixel Dice, recall, FNR, precision, balanced accuracy, G-mean with 95 %
    bootstrap CIs (patches resampled), object sensitivity and false positives per patch
    (component centroids matched to visible MCs within 1 mm), at two thresholds: 0.5 (the
@@ -55,6 +57,7 @@ TEST_SEED = 424_242_424  # not a training (0), validation (1_000_003) or quality
 
 
 def variants() -> dict:
+    from mcgenref.flow.seeds import SeedConfig
     from mcgenref.inference.refine import RefineConfig
 
     full = RefineConfig()
@@ -62,9 +65,7 @@ def variants() -> dict:
     return {
         "initializer (segmentor)": None,
         "TT-GPR": full,
-        "TT-GPR, first defaults": r(full, seeds=r(full.seeds, min_prob=0.3), t_start=0.3, fit_weight=1.0,
-                                    overlap_weight=0.5, edge_weight=0.05, proximity_weight=0.05,
-                                    overlap_threshold=0.5),
+        "probability seeds (>= 0.84, as before)": r(full, seeds=SeedConfig(min_prob=0.84)),
         "- fit": r(full, fit=False),
         "- overlap": r(full, overlap=False),
         "- edge": r(full, edge=False),
@@ -125,7 +126,7 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 def seed_evidence(samples: list, logits0: list, seg, gen, contract, operating: float, k: int = 4) -> dict:
     """Does the generator tell a seeded MC from a seeded non-MC?
 
-    Seeds from the segmentor's probability (``logits0``: its logits on each sample; TT-GPR's
+    Seeds from the segmentor's logits (``logits0``: its logits on each sample; TT-GPR's
     rule, first round), ``k`` projections of
     each whole patch, and at each seed the mean change of the segmentor's logit that the
     projections cause (what TT-GPR's surrogates add). A seed is an MC when it lies on the
@@ -135,7 +136,7 @@ def seed_evidence(samples: list, logits0: list, seg, gen, contract, operating: f
     import torch
     from scipy import ndimage
 
-    from mcgenref.flow.seeds import seeds_from_probability
+    from mcgenref.flow.seeds import find_seeds
     from mcgenref.inference.refine import RefineConfig
 
     config = RefineConfig()
@@ -144,7 +145,7 @@ def seed_evidence(samples: list, logits0: list, seg, gen, contract, operating: f
         x = torch.from_numpy(s.image)[None, None]
         p0 = 1.0 / (1.0 + np.exp(-np.clip(z0, -60, 60)))
         spacing = tuple(float(v) for v in s.record["spacing_mm"])
-        seeds = seeds_from_probability(p0, spacing, config.seeds)
+        seeds = find_seeds(z0, spacing, config.seeds)
         if not seeds:
             continue
         seed_map = torch.from_numpy(contract.seed_map(seeds, p0.shape, spacing, config.seeds))[None, None]

@@ -16,7 +16,9 @@ import pytest
 from mcgenref.flow.seeds import (
     Seed,
     SeedConfig,
+    find_seeds,
     render_seed_map,
+    seeds_from_logits,
     seeds_from_probability,
     seeds_from_records,
 )
@@ -189,3 +191,52 @@ def test_bad_inputs_are_rejected() -> None:
     with pytest.raises(ValueError):
         render_seed_map([], (4, 4), (0.1, 0.0), SeedConfig())
     assert seeds_from_probability(np.zeros((8, 8)), (0.1, 0.1), SeedConfig()) == []
+
+
+def _bumps(values: list[tuple[int, int, float]], shape=(128, 128), floor: float = -20.0) -> np.ndarray:
+    """A logit map at ``floor`` with a Gaussian bump of peak logit ``z`` at each (row, col)."""
+    rows, cols = np.indices(shape, dtype=np.float64)
+    z = np.full(shape, floor)
+    for r, c, peak in values:
+        z = np.maximum(z, floor + (peak - floor) * np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * 1.5**2)))
+    return z
+
+
+def test_the_logit_rule_finds_candidates_a_probability_threshold_cannot() -> None:
+    """Three weak candidates (logits -5, -7, -9) on a background at -20: no probability rule
+    above 0.01 sees any; the logit rule at -8 keeps the two above it, strongest first, with
+    strength sigmoid(peak); find_seeds dispatches on the rule."""
+    z = _bumps([(20, 20, -5.0), (60, 70, -7.0), (100, 100, -9.0)])
+    spacing = (0.2, 0.2)
+    prob_rule = SeedConfig(min_prob=0.01)
+    assert find_seeds(z, spacing, prob_rule) == []
+    rule = SeedConfig(rule="logit", min_logit=-8.0, max_per_tile=None)
+    seeds = seeds_from_logits(z, spacing, rule)
+    assert [(round(s.row), round(s.col)) for s in seeds] == [(20, 20), (60, 70)]
+    assert seeds[0].strength == pytest.approx(1 / (1 + math.exp(5.0)), rel=1e-6)
+    assert find_seeds(z, spacing, rule) == seeds
+    # a probability rule and the same map as probabilities: find_seeds takes the logits
+    strong = _bumps([(30, 30, 3.0)])
+    assert [(round(s.row), round(s.col)) for s in find_seeds(strong, spacing, SeedConfig(min_prob=0.9))] == [(30, 30)]
+
+
+def test_the_logit_rule_keeps_at_most_n_per_tile_strongest_first() -> None:
+    # four candidates in the top-left 64 px tile, one in the tile to its right
+    z = _bumps([(10, 10, -1.0), (10, 40, -2.0), (40, 10, -3.0), (40, 40, -4.0), (10, 100, -6.0)])
+    spacing = (0.2, 0.2)
+    config = SeedConfig(rule="logit", min_logit=-8.0, max_per_tile=2, tile_px=64)
+    seeds = seeds_from_logits(z, spacing, config)
+    assert [(round(s.row), round(s.col)) for s in seeds] == [(10, 10), (10, 40), (10, 100)]
+    # inside a region only
+    region = np.zeros(z.shape, bool)
+    region[:, 64:] = True
+    assert [(round(s.row), round(s.col)) for s in seeds_from_logits(z, spacing, config, region)] == [(10, 100)]
+
+
+def test_seed_config_checks_the_logit_rule() -> None:
+    with pytest.raises(ValueError, match="rule"):
+        SeedConfig(rule="dog")
+    with pytest.raises(ValueError, match="max_per_tile"):
+        SeedConfig(max_per_tile=0)
+    with pytest.raises(ValueError, match="min_logit"):
+        SeedConfig(min_logit=float("nan"))

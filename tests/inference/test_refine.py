@@ -16,7 +16,16 @@ import pytest
 import torch
 from torch import nn
 
-from mcgenref.inference.refine import RefineConfig, Refiner, _taper, plan_windows
+from mcgenref.flow.seeds import SeedConfig
+from mcgenref.inference.refine import (
+    ProjectionRequest,
+    RefineConfig,
+    Refiner,
+    _laplacian,
+    _taper,
+    plan_windows,
+    solve_refinement,
+)
 from mcgenref.models.generator import GeneratorContract
 
 AMP, GAIN, LEVEL = 1.0, 12.0, 0.6
@@ -53,8 +62,7 @@ def _refiner(config: RefineConfig) -> Refiner:
     return Refiner(FakeSegmentor(), FakeGenerator(), config, "cpu")
 
 
-BASE = RefineConfig(seeds=dataclasses.replace(RefineConfig().seeds, min_prob=0.2), k=2, rounds=1,
-                    refine_steps=40)
+BASE = RefineConfig(seeds=SeedConfig(rule="probability", min_prob=0.2), k=2, rounds=1)
 
 
 def test_config_rejects_bad_values() -> None:
@@ -78,18 +86,20 @@ def test_taper_is_one_inside_and_falls_to_the_edge() -> None:
 def test_plan_windows_one_per_separate_candidate_and_respects_the_cap() -> None:
     prob = np.zeros((200, 200), dtype=np.float32)
     prob[30, 30], prob[34, 36], prob[150, 160] = 0.9, 0.5, 0.7  # two close, one far
+    logits = np.log(np.clip(prob, 1e-9, None) / np.clip(1 - prob, 1e-9, None))
     region = np.ones_like(prob, dtype=bool)
     config = dataclasses.replace(RefineConfig(), seeds=BASE.seeds)  # min_prob 0.2
-    corners, dropped = plan_windows(prob, region, SPACING, config)
+    corners, dropped = plan_windows(logits, region, SPACING, config)
     assert len(corners) == 2 and dropped == 0
     r0, c0 = corners[0]  # the strongest first, centred on it
     assert (r0, c0) == (30 - 32 if 30 - 32 >= 0 else 0, 0)
-    corners, dropped = plan_windows(prob, region, SPACING, dataclasses.replace(config, max_windows=1))
+    corners, dropped = plan_windows(logits, region, SPACING, dataclasses.replace(config, max_windows=1))
     assert len(corners) == 1 and dropped == 1
     # outside the region nothing is planned
-    assert plan_windows(prob, np.zeros_like(region), SPACING, config) == ([], 0)
-    # the default seeds threshold (0.83) leaves the two weak candidates out
-    assert len(plan_windows(prob, region, SPACING, RefineConfig())[0]) == 1
+    assert plan_windows(logits, np.zeros_like(region), SPACING, config) == ([], 0)
+    # a probability threshold of 0.8 leaves the two weak candidates out
+    strict = dataclasses.replace(config, seeds=SeedConfig(rule="probability", min_prob=0.8))
+    assert len(plan_windows(logits, region, SPACING, strict)[0]) == 1
 
 
 def test_no_candidate_leaves_the_logits_untouched() -> None:
@@ -192,7 +202,139 @@ def test_projections_follow_the_generators_contract() -> None:
     for scale, added in ((RS, AMP), (2 * RS, AMP / 2)):
         refiner = Refiner(FakeSegmentor(), FakeGenerator(), config, "cpu",
                           contract=GeneratorContract(residual_scale=scale))
-        x = refiner._project(y, seed_map, noise)
+        x = refiner.projector(ProjectionRequest(y, seed_map, [[]], [(0, 0)], noise))[0, :, None]
         assert x.shape == (2, 1, 16, 16)
         assert torch.allclose(x[:, 0, 8, 8], torch.full((2,), 0.3 + added), atol=1e-4)
         assert torch.allclose(x[:, 0, 0, 0], torch.full((2,), 0.3), atol=1e-4)
+
+
+# ------------------------------------------------------------------ the energy and its solve
+
+
+def _energy(z, z0, zeta, y, c: RefineConfig) -> torch.Tensor:
+    """The documented energy (module docstring, step 4), written out term by term."""
+    s = torch.sigmoid(zeta)
+    agree = (1 - 2 * s.std(dim=1, keepdim=True, unbiased=False)).clamp(0, 1)
+    e = 1e-6 * (z - z0) ** 2 + c.proximity_weight * (z - z0) ** 2
+    e = e + c.fit_weight * agree * (z - zeta.mean(dim=1, keepdim=True)) ** 2
+    t = torch.where(s >= c.overlap_threshold, c.overlap_logit, -c.overlap_logit)
+    wrong = (((t > 0) & (z < t)) | ((t < 0) & (z > t))).float()
+    e = e + c.overlap_weight * agree * (wrong * (z - t) ** 2).mean(dim=1, keepdim=True)
+    wy = torch.exp(-((y[..., 1:, :] - y[..., :-1, :]) ** 2) / (2 * c.edge_sigma**2))
+    wx = torch.exp(-((y[..., :, 1:] - y[..., :, :-1]) ** 2) / (2 * c.edge_sigma**2))
+    e_edge = (wy * (z[..., 1:, :] - z[..., :-1, :]) ** 2).sum() + (wx * (z[..., :, 1:] - z[..., :, :-1]) ** 2).sum()
+    return e.sum() + c.edge_weight * e_edge
+
+
+def test_the_solve_reaches_the_energys_minimum() -> None:
+    """The refined logits are a stationary point of the energy (zero gradient, every term on),
+    and no random nearby point has a lower energy."""
+    g = torch.Generator().manual_seed(0)
+    z0 = 4 * torch.randn(2, 1, 16, 16, generator=g)
+    zeta = z0 + 3 * torch.randn(2, 3, 16, 16, generator=g)
+    y = 0.3 + 0.05 * torch.randn(2, 1, 16, 16, generator=g)
+    c = dataclasses.replace(RefineConfig(), solver_tolerance=1e-7, refine_steps=500, logit_clip=50.0)
+    z, info = solve_refinement(z0, zeta, y, c)
+    assert info["settled"]
+    zz = z.clone().requires_grad_(True)
+    _energy(zz, z0, zeta, y, c).backward()
+    assert zz.grad.abs().max() < 1e-3
+    e_min = float(_energy(z, z0, zeta, y, c))
+    for _ in range(10):
+        assert float(_energy(z + 0.05 * torch.randn(z.shape, generator=g), z0, zeta, y, c)) > e_min
+
+
+def test_weights_are_shares_of_the_targets() -> None:
+    """Without edge and overlap, each pixel's refined logit is the weighted average of the
+    surrogates' mean logit (weight ``fit_weight * agreement``) and ``z0``."""
+    z0 = torch.full((1, 1, 4, 4), -2.0)
+    zeta = torch.full((1, 2, 4, 4), 4.0)  # both projections agree: agreement 1
+    c = dataclasses.replace(RefineConfig(), edge=False, overlap=False, fit_weight=3.0, proximity_weight=1.0)
+    z, _ = solve_refinement(z0, zeta, torch.zeros_like(z0), c)
+    torch.testing.assert_close(z, torch.full_like(z0, (3 * 4.0 + 1 * -2.0) / 4), atol=1e-4, rtol=0)
+
+
+def test_laplacian_is_symmetric_and_kills_constants() -> None:
+    g = torch.Generator().manual_seed(1)
+    wy, wx = torch.rand(1, 1, 5, 6, generator=g), torch.rand(1, 1, 6, 5, generator=g)
+    a, b = torch.randn(1, 1, 6, 6, generator=g), torch.randn(1, 1, 6, 6, generator=g)
+    assert torch.allclose((a * _laplacian(b, wy, wx)).sum(), (b * _laplacian(a, wy, wx)).sum(), atol=1e-5)
+    assert _laplacian(torch.full((1, 1, 6, 6), 3.0), wy, wx).abs().max() < 1e-6
+
+
+class ScaledGenerator(FakeGenerator):
+    """The exact field towards the residual ``RS * amp * seed_map``: a projection adds ``amp``
+    at each seed (negative: it erases what is there)."""
+
+    def __init__(self, amp: float) -> None:
+        super().__init__()
+        self.amp = amp
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+        target = RS * self.amp * cond["seed_map"]
+        return (target - x) / (1.0 - t.reshape(-1, 1, 1, 1)).clamp_min(1e-3)
+
+
+def _one_spot(logit: float, strong: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A flat background (logit -3.6) with a small spot of segmentor logit ``logit`` at
+    (32, 32), and with ``strong`` a confident MC (logit 8) 2.4 mm away in the same window."""
+    image = np.full((64, 64), 0.3, dtype=np.float32)
+    rr, cc = np.mgrid[0:64, 0:64]
+    image[(rr - 32) ** 2 + (cc - 32) ** 2 <= 2] = LEVEL + logit / GAIN
+    if strong:
+        image[(rr - 32) ** 2 + (cc - 44) ** 2 <= 2] = LEVEL + 8.0 / GAIN
+    with torch.no_grad():
+        logits = FakeSegmentor()(torch.from_numpy(image)[None, None])[0, 0].numpy()
+    return image, logits
+
+
+# seeds at every candidate above p = 0.1; otherwise the defaults (so the test reads the same
+# against any RefineConfig that has these fields)
+WEAK_SEEDS = RefineConfig(seeds=SeedConfig(rule="probability", min_prob=0.1), k=2, rounds=1)
+
+
+def test_a_weak_true_candidate_the_surrogates_raise_ends_higher() -> None:
+    """A candidate at p = 0.12 (logit -2) that every projection raises to p = 0.9 (logit
+    2.2), beside a confident MC that they keep: the refined logit must rise. (The Adam +
+    soft-Dice objective of before lowered it: 0.9 is below its mask threshold 0.98, so its
+    window-wide overlap term, driven by the confident MC's mask, pushed it down.)"""
+    image, logits = _one_spot(-2.0, strong=True)
+    amp = (2.2 - -2.0) / GAIN
+    result = Refiner(FakeSegmentor(), ScaledGenerator(amp), WEAK_SEEDS, "cpu").refine(
+        image, np.ones_like(image, bool), logits, SPACING)
+    assert result.logits[32, 32] > logits[32, 32] + 2.0
+    assert 1 / (1 + np.exp(-result.logits[32, 32])) > 0.5
+
+
+def test_a_confident_candidate_the_surrogates_deny_ends_lower() -> None:
+    """A candidate at p = 0.993 (logit 5) that every projection erases (logit -3): the
+    refined logit must fall below the decision threshold 0.5."""
+    image, logits = _one_spot(5.0)
+    amp = -(5.0 - -3.0) / GAIN
+    result = Refiner(FakeSegmentor(), ScaledGenerator(amp), WEAK_SEEDS, "cpu").refine(
+        image, np.ones_like(image, bool), logits, SPACING)
+    assert result.logits[32, 32] < logits[32, 32] - 2.0
+    assert 1 / (1 + np.exp(-result.logits[32, 32])) < 0.5
+
+
+def test_a_projector_stands_in_for_the_generator() -> None:
+    """The projector seam: a callable that adds a bright MC only in the window holding image
+    pixel (40, 40) recovers the faint MC there, and is told each window's corner and seeds."""
+    image, logits = _scene()
+    seen = []
+
+    def oracle(request: ProjectionRequest) -> torch.Tensor:
+        b, k, h, w = request.noise.shape
+        x = request.observation.expand(b, k, h, w).clone()
+        for i, (r0, c0) in enumerate(request.corners):
+            seen.append(((r0, c0), len(request.seeds[i])))
+            if r0 <= 40 < r0 + h and c0 <= 40 < c0 + w:
+                x[i, :, 40 - r0 - 1 : 40 - r0 + 2, 40 - c0 - 1 : 40 - c0 + 2] += AMP
+        return x
+
+    result = Refiner(FakeSegmentor(), None, BASE, "cpu", projector=oracle).refine(
+        image, np.ones_like(image, bool), logits, SPACING)
+    assert 1 / (1 + np.exp(-result.logits[40, 40])) > 0.9
+    assert len(seen) == 2 and all(n >= 1 for _, n in seen)
+    with pytest.raises(ValueError, match="generator or a projector"):
+        Refiner(FakeSegmentor(), None, BASE, "cpu")

@@ -3,8 +3,16 @@
 A seed is one (possible) MC: a sub-pixel centre ``(row, col)`` in pixels, a size (largest
 diameter, mm) and a ``strength`` in [0, 1] (1 for a known MC; the peak probability for a
 candidate found in a segmentor's output). Seeds come either from synthesis records
-(:func:`seeds_from_records`, training) or from a probability map (:func:`seeds_from_probability`,
-TT-GPR), and :func:`render_seed_map` turns them into the seed map fed to the generator.
+(:func:`seeds_from_records`, training) or from a segmentor's output (TT-GPR, and a generator
+trained on TT-GPR's conditions): :func:`find_seeds` applies the rule a :class:`SeedConfig`
+names, either ``"probability"`` (:func:`seeds_from_probability`: maxima of ``sigmoid(z)``
+above ``min_prob``) or ``"logit"`` (:func:`seeds_from_logits`: maxima of the logits ``z``
+above ``min_logit``, at most ``max_per_tile`` per ``tile_px`` tile). :func:`render_seed_map`
+turns seeds into the seed map fed to the generator.
+
+Why a logit rule: a trained segmentor's probability is nearly binary, so the MCs it missed
+sit at ``p < 0.05`` where a probability threshold never reaches, while in logit space they
+still stand out from the background's maxima (docs/tt_gpr.md, seed coverage).
 
 Everything that is a length in the world is in mm and converted per axis with
 ``spacing_mm = (row_spacing, col_spacing)``, so anisotropic pixels are handled right; centres
@@ -27,9 +35,14 @@ __all__ = [
     "Seed",
     "SeedConfig",
     "render_seed_map",
+    "find_seeds",
+    "seeds_from_logits",
     "seeds_from_probability",
     "seeds_from_records",
 ]
+
+#: the seed rules :func:`find_seeds` knows
+SEED_RULES = ("probability", "logit")
 
 #: Blobs are cut at this many sigmas: exp(-4^2 / 2) = 3e-4 of the amplitude, below anything
 #: the network can tell from zero, and the window stays small (local rendering).
@@ -54,6 +67,15 @@ class SeedConfig:
         size_range_mm: sizes estimated from a probability map are clipped to this range
             (mm); it spans the MCs the synthesis draws, and keeps a merged blob of several
             MCs or a one-pixel speck from giving an absurd seed.
+        rule: how :func:`find_seeds` finds seeds in a segmentor's logits: ``"probability"``
+            (maxima of ``sigmoid(z)`` >= ``min_prob``) or ``"logit"`` (maxima of ``z`` >=
+            ``min_logit``, at most ``max_per_tile`` per tile).
+        min_logit: the logit rule's threshold on a maximum's logit.
+        max_per_tile: the logit rule keeps at most this many maxima (strongest first, after
+            NMS) in each ``tile_px`` x ``tile_px`` tile of the image (tiles from the top-left
+            corner): a bound on the cost per area where the segmentor is unsure everywhere.
+            ``None``: no bound.
+        tile_px: side of those tiles (pixels of the map), TT-GPR's window.
     """
 
     nms_radius_mm: float = 0.5
@@ -61,6 +83,10 @@ class SeedConfig:
     blob_sigma_scale: float = 0.5
     min_sigma_mm: float = 0.1
     size_range_mm: tuple[float, float] = (0.1, 1.0)
+    rule: str = "probability"
+    min_logit: float = -8.0
+    max_per_tile: int | None = 8
+    tile_px: int = 64
 
     def __post_init__(self) -> None:
         if not self.nms_radius_mm >= 0.0:
@@ -76,6 +102,14 @@ class SeedConfig:
             raise ValueError(
                 f"size_range_mm must satisfy 0 < low <= high, got {self.size_range_mm}"
             )
+        if self.rule not in SEED_RULES:
+            raise ValueError(f"rule must be one of {list(SEED_RULES)}, got {self.rule!r}")
+        if not math.isfinite(self.min_logit):
+            raise ValueError(f"min_logit must be finite, got {self.min_logit}")
+        if self.max_per_tile is not None and self.max_per_tile < 1:
+            raise ValueError(f"max_per_tile must be >= 1 (or null), got {self.max_per_tile}")
+        if self.tile_px < 1:
+            raise ValueError(f"tile_px must be >= 1, got {self.tile_px}")
 
 
 @dataclass(frozen=True)
@@ -146,19 +180,76 @@ def seeds_from_probability(
        component; equivalent diameter ``2 sqrt(area / pi)`` in mm, clipped to
        ``size_range_mm``.
     """
-    prob = np.asarray(prob, dtype=np.float64)
-    if prob.ndim != 2:
-        raise ValueError(f"prob must be 2-D [H, W], got shape {prob.shape}")
-    if region is not None and np.shape(region) != prob.shape:
-        raise ValueError(f"region shape {np.shape(region)} != prob shape {prob.shape}")
+    prob = _check_map(prob, "prob", region)
     sr, sc = _check_spacing(spacing_mm)
-    if prob.size == 0:
-        return []
-    if not np.isfinite(prob).all():
-        raise ValueError("prob has non-finite values")
+    return _seeds_at_maxima(prob, prob, prob, (sr, sc), config, region, config.min_prob, None)
 
-    peaks = local_maxima(prob, connectivity=2, allow_borders=True)
-    peaks &= prob >= config.min_prob
+
+def seeds_from_logits(
+    logits: np.ndarray,
+    spacing_mm: Sequence[float],
+    config: SeedConfig,
+    region: np.ndarray | None = None,
+) -> list[Seed]:
+    """Seeds at the local maxima of a segmentor's logits (the ``"logit"`` rule).
+
+    As :func:`seeds_from_probability` with the maxima taken on ``logits`` (float ``[H, W]``;
+    not ``sigmoid(logits)``, whose near-binary values flatten every weak candidate to 0) and
+    kept where ``z >= config.min_logit``; after NMS, at most ``config.max_per_tile`` seeds,
+    strongest first, in each ``config.tile_px`` tile. A seed's strength is ``sigmoid`` of its
+    peak logit; its size is measured on ``sigmoid(logits)`` as in
+    :func:`seeds_from_probability` (the component of ``p >= p_peak / 2``, which for a weak
+    peak is the component of ``z >= z_peak - log 2``).
+    """
+    z = _check_map(logits, "logits", region)
+    sr, sc = _check_spacing(spacing_mm)
+    prob = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+    return _seeds_at_maxima(z, prob, prob, (sr, sc), config, region, config.min_logit,
+                            config.max_per_tile)
+
+
+def find_seeds(
+    logits: np.ndarray,
+    spacing_mm: Sequence[float],
+    config: SeedConfig,
+    region: np.ndarray | None = None,
+) -> list[Seed]:
+    """Seeds of a segmentor's logits by ``config.rule``: :func:`seeds_from_probability` on
+    ``sigmoid(logits)`` or :func:`seeds_from_logits` on ``logits`` (strongest first)."""
+    if config.rule == "logit":
+        return seeds_from_logits(logits, spacing_mm, config, region)
+    z = np.clip(np.asarray(logits, dtype=np.float64), -60.0, 60.0)
+    return seeds_from_probability(1.0 / (1.0 + np.exp(-z)), spacing_mm, config, region)
+
+
+def _check_map(values: np.ndarray, name: str, region: np.ndarray | None) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [H, W], got shape {values.shape}")
+    if region is not None and np.shape(region) != values.shape:
+        raise ValueError(f"region shape {np.shape(region)} != {name} shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} has non-finite values")
+    return values
+
+
+def _seeds_at_maxima(
+    score: np.ndarray,
+    prob: np.ndarray,
+    strength: np.ndarray,
+    spacing_mm: tuple[float, float],
+    config: SeedConfig,
+    region: np.ndarray | None,
+    min_score: float,
+    per_tile: int | None,
+) -> list[Seed]:
+    """Steps 1-3 of :func:`seeds_from_probability` on ``score``'s maxima (``>= min_score``),
+    sizes on ``prob``, strengths read from ``strength``; ``per_tile``: the logit rule's cap."""
+    sr, sc = spacing_mm
+    if score.size == 0:
+        return []
+    peaks = local_maxima(score, connectivity=2, allow_borders=True)
+    peaks &= score >= min_score
     if region is not None:
         peaks &= np.asarray(region, dtype=bool)
     labels, n = ndimage.label(peaks, structure=np.ones((3, 3), dtype=bool))
@@ -171,14 +262,14 @@ def seeds_from_probability(
         rows, cols = np.nonzero(labels[sl] == index)
         rows = rows + sl[0].start
         cols = cols + sl[1].start
-        peak = float(prob[rows[0], cols[0]])  # a plateau: every pixel has the same value
+        peak = float(score[rows[0], cols[0]])  # a plateau: every pixel has the same value
         if rows.size == 1:
             r, c = int(rows[0]), int(cols[0])
-            row = r + _parabola_offset(prob[max(r - 1, 0) : r + 2, c])
-            col = c + _parabola_offset(prob[r, max(c - 1, 0) : c + 2])
+            row = r + _parabola_offset(score[max(r - 1, 0) : r + 2, c])
+            col = c + _parabola_offset(score[r, max(c - 1, 0) : c + 2])
         else:
             row, col = float(rows.mean()), float(cols.mean())
-        raster = int(rows[0]) * prob.shape[1] + int(cols[0])  # nonzero() is in raster order
+        raster = int(rows[0]) * score.shape[1] + int(cols[0])  # nonzero() is in raster order
         candidates.append((-peak, raster, float(row), float(col)))
     candidates.sort(key=lambda c: (c[0], c[1]))
 
@@ -187,19 +278,30 @@ def seeds_from_probability(
     for neg_peak, raster, row, col in candidates:
         if all(((row - kr) * sr) ** 2 + ((col - kc) * sc) ** 2 >= r2 for kr, kc, *_ in kept):
             kept.append((row, col, -neg_peak, raster))
+    if per_tile is not None:
+        count: dict[tuple[int, int], int] = {}
+        capped = []
+        for item in kept:  # strongest first: the first per_tile of each tile stay
+            r, c = divmod(item[3], score.shape[1])
+            tile = (r // config.tile_px, c // config.tile_px)
+            if count.get(tile, 0) < per_tile:
+                count[tile] = count.get(tile, 0) + 1
+                capped.append(item)
+        kept = capped
 
     centres_mm = np.array([(r * sr, c * sc) for r, c, *_ in kept])
-    return [
-        Seed(
+    seeds = []
+    for i, (row, col, _peak, raster) in enumerate(kept):
+        peak_px = divmod(raster, score.shape[1])
+        seeds.append(Seed(
             row=row,
             col=col,
             size_mm=_half_peak_diameter_mm(
-                prob, divmod(raster, prob.shape[1]), peak, i, centres_mm, (sr, sc), config
+                prob, peak_px, float(prob[peak_px]), i, centres_mm, (sr, sc), config
             ),
-            strength=float(np.clip(peak, 0.0, 1.0)),
-        )
-        for i, (row, col, peak, raster) in enumerate(kept)
-    ]
+            strength=float(np.clip(strength[peak_px], 0.0, 1.0)),
+        ))
+    return seeds
 
 
 def _parabola_offset(line: np.ndarray) -> float:

@@ -3,32 +3,45 @@
 Given the frozen segmentor's logits ``z0`` on the model's grid, for small windows around the
 candidates only:
 
-1. **seeds** from ``sigmoid(z)``: local maxima >= ``seeds.min_prob`` (weaker candidates
-   included, which is where missed MCs are recovered), NMS in mm
-   (:func:`mcgenref.flow.seeds.seeds_from_probability`);
-2. **projections**: ``k`` samples of the generator conditioned on the seed map and the
-   observed window (:meth:`mcgenref.models.generator.GeneratorContract.sample_projection`:
-   the generator samples the residual to add to the observation, from an SDEdit start at
-   ``t_start``, in ``sampler_steps`` Euler steps, by the generator's own contract read from
-   its ``model.json``); the generator restores the seeded MCs the observation supports and
-   keeps the background (:mod:`mcgenref.training.generator`);
-3. **surrogates**: the frozen segmentor on each projection, ``s_k``; their mean ``m`` and their
-   **agreement** ``a = 1 - 2 std_k(s_k)`` (1 when all agree, 0 at the largest possible
-   spread of values in [0, 1]);
-4. **refinement** of the window's logits ``z`` (initialised with the current ones) by
-   ``refine_steps`` Adam steps on
+1. **seeds** from the logits ``z`` by ``seeds.rule`` (:func:`mcgenref.flow.seeds.find_seeds`):
+   the default ``"logit"`` rule takes the local maxima of ``z`` above ``seeds.min_logit``, at
+   most ``seeds.max_per_tile`` per window, NMS in mm; the missed MCs of a near-binary
+   segmentor sit far below any probability threshold but stand out in logit space;
+2. **projections**: ``k`` samples per window from the **projector**. By default that is the
+   generator (:class:`GeneratorProjector`:
+   :meth:`mcgenref.models.generator.GeneratorContract.sample_projection`: the generator
+   samples the residual to add to the observation, from an SDEdit start at ``t_start``, in
+   ``sampler_steps`` Euler steps, by the generator's own contract read from its
+   ``model.json``). Any callable with the :class:`Projector` signature may stand in (an
+   oracle that knows the truth, in the diagnostics);
+3. **surrogates**: the frozen segmentor on each projection, ``s_k`` (logits ``zeta_k``); their
+   mean logit ``mu`` and their **agreement** ``a = 1 - 2 std_k(s_k)`` (1 when all agree, 0 at
+   the largest possible spread of values in [0, 1]);
+4. **refinement** of the window's logits: the minimiser of an energy in which every term is
+   a per-pixel quadratic in the logits (so each weight is what it says: the share of a
+   pixel's refined logit its target gets, where the terms meet),
 
-   - ``fit``: the agreement-weighted binary cross-entropy of ``sigmoid(z)`` against ``m``;
-   - ``overlap``: the mean over projections of ``1 - soft Dice(sigmoid(z), [s_k >= tau])``
-     (``tau``: ``overlap_threshold``),
-     so the refined mask overlaps every projection's *mask* consistently: it grows where the
-     projections draw an MC and shrinks where none does (smoothed by one pixel, so an empty
-     window agreeing with empty projections costs nothing). Against the soft ``s_k`` the
-     optimum would instead inflate every weak candidate;
-   - ``edge``: edge-aware smoothness, ``sum |p_i - p_j| exp(-(y_i - y_j)^2 / 2 edge_sigma^2)``
-     over 4-neighbours: label edges cost little where the image has an edge;
-   - ``proximity``: ``mean((z - z0)^2) / proximity_scale^2``, which keeps what no other term
-     speaks about where the segmentor put it;
+   - ``fit``: ``fit_weight * a_i (z_i - mu_i)^2``;
+   - ``overlap``: ``overlap_weight * a_i * mean_k [z_i on the wrong side of t_ki]
+     (z_i - t_ki)^2``, ``t_ki = +overlap_logit`` where projection ``k``'s mask
+     (``s_k >= overlap_threshold``; not the evaluation threshold) holds pixel ``i``, else
+     ``-overlap_logit``: a pixel inside the projections' masks is raised to at least
+     ``+overlap_logit``, one outside them lowered to at most ``-overlap_logit``, and one
+     already on the right side is left to the other terms. This is what lets TT-GPR
+     **lower** a candidate the projections do not draw;
+   - ``edge``: ``edge_weight * sum_j w_ij (z_i - z_j)^2`` over the 4-neighbours ``j``, ``w_ij =
+     exp(-(y_i - y_j)^2 / 2 edge_sigma^2)``: a graph Laplacian, so label edges are cheap
+     where the image has an edge;
+   - ``proximity``: ``proximity_weight * (z_i - z0_i)^2``, which keeps what no other term
+     speaks about where the segmentor put it.
+
+   Setting the gradient to zero gives the sparse linear system ``(D + edge_weight L) z = b``
+   (``D`` diagonal, ``L`` the edge Laplacian), symmetric positive definite, solved by
+   Jacobi-preconditioned conjugate gradients (``refine_steps`` at most, to a relative
+   residual of ``solver_tolerance``); the overlap term's "wrong side" set is updated and the
+   system solved again until the set no longer changes (``active_set_rounds`` at most; a
+   semismooth Newton method on a convex piecewise-quadratic energy). A tiny proximity
+   (``1e-6``) is always there, so a pixel no term speaks about stays exactly at ``z0``;
 
 5. rounds 1-4 repeat ``rounds`` times (the seeds of a later round come from the refined map;
    a window whose seeds did not change is not projected again).
@@ -55,19 +68,26 @@ gets.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from mcgenref.flow.seeds import SeedConfig, seeds_from_probability
+from mcgenref.flow.seeds import Seed, SeedConfig, find_seeds
 from mcgenref.models.generator import GeneratorContract
 from mcgenref.runtime import Autocast
 
-__all__ = ["RefineConfig", "RefineResult", "Refiner", "plan_windows"]
+__all__ = ["GeneratorProjector", "ProjectionRequest", "Projector", "RefineConfig", "RefineResult",
+           "Refiner", "plan_windows", "solve_refinement"]
+
+#: the proximity every pixel keeps, so that a pixel no term speaks about stays at ``z0``
+_BASE_PROXIMITY = 1e-6
+
+#: TT-GPR's default seed rule (docs/tt_gpr.md, "Seeds where the misses are")
+DEFAULT_SEEDS = SeedConfig(rule="logit", min_logit=-8.0, max_per_tile=8, tile_px=64)
 
 
 @dataclass(frozen=True)
@@ -82,7 +102,8 @@ class RefineConfig:
         max_windows: at most this many windows per image, strongest candidates first (a
             bound on the cost; the count left out is recorded). ``None``: no bound.
         batch_windows: windows per batch (each expands to ``k`` projections).
-        seeds: how candidates become seeds (``min_prob``: the weakest candidate refined).
+        seeds: how candidates become seeds (:func:`mcgenref.flow.seeds.find_seeds`; default
+            the logit rule: maxima with ``z >= -8``, at most 8 per 64 px tile).
         k: projections per window and round.
         rounds: seed -> project -> refine rounds.
         t_start: SDEdit start time of the projections' residual (0 = from pure noise; higher
@@ -91,22 +112,27 @@ class RefineConfig:
         guidance: classifier-free guidance scale (1 = the plain conditional velocity).
         use_seeds: condition on the seed map (False: all-zero seed map, the "no seed" ablation).
         context_correction: surrogates relative to the segmentor on the unprojected window.
-        fit, overlap, edge, proximity: switch each term of the objective on or off.
-        fit_weight, overlap_weight, edge_weight, proximity_weight: their weights.
-        overlap_threshold: a surrogate pixel counts as MC in a projection's mask (the
-            ``overlap`` term's target) where ``s_k >= overlap_threshold``. The default is the
-            shipped segmentor's operating point: set it to your model's decision threshold.
-
-    The defaults of the weights, ``overlap_threshold``, ``seeds.min_prob``, ``t_start`` and
-    ``guidance`` were tuned with ``recipes/tune_tt_gpr.py`` (Optuna, development data:
-    synthetic patches on the training women's normals) for recall gained without Dice lost,
-    and rounded (docs/tt_gpr.md).
+        fit, overlap, edge, proximity: switch each term of the energy on or off.
+        fit_weight, overlap_weight, edge_weight, proximity_weight: their weights, each per
+            pixel and per squared logit (module docstring): where fit, overlap and proximity
+            all speak, the refined logit is their targets' average with these weights
+            (times the agreement for fit and overlap).
+        overlap_threshold: a surrogate pixel is in a projection's mask (the ``overlap``
+            term's target) where ``s_k >= overlap_threshold``. Deliberately not the
+            evaluation threshold: the mask says "the projection drew an MC here", which a
+            surrogate at 0.9 does, while the refined logit is what gets thresholded later.
+        overlap_logit: the overlap term's target logit: ``+overlap_logit`` inside a
+            projection's mask, ``-overlap_logit`` outside (5: p = 0.993 / 0.007).
         edge_sigma: intensity difference (normalised units) at which the edge term's weight
             falls to exp(-1/2).
-        proximity_scale: logit difference that costs ``proximity_weight``.
-        refine_steps, lr: Adam steps and step size on the logits per round.
-        logit_clip: logits are kept in [-logit_clip, logit_clip] (a saturated segmentor
-            gives |z| of 20+, which no loss of bounded gradient could move).
+        refine_steps, solver_tolerance: conjugate-gradient iterations at most per solve
+            and the relative residual at which a solve stops.
+        active_set_rounds: solves at most per round while the overlap term's "wrong side"
+            set changes.
+        logit_clip: logits (and surrogates) are kept in [-logit_clip, logit_clip]; 30 keeps
+            a saturated segmentor's 20+ as they are, so refined maps keep their ranking at
+            the top (a clip at 12 tied every confident candidate, which flattened the FROC's
+            low-false-positive end). The quadratic solve needs no clip; non-finite logits do.
         seed: base seed of the projections' noise.
     """
 
@@ -114,7 +140,7 @@ class RefineConfig:
     margin_px: int = 8
     max_windows: int | None = 512
     batch_windows: int = 16
-    seeds: SeedConfig = field(default_factory=lambda: SeedConfig(min_prob=0.84))
+    seeds: SeedConfig = field(default_factory=lambda: DEFAULT_SEEDS)
     k: int = 4
     rounds: int = 2
     t_start: float = 0.23
@@ -126,16 +152,17 @@ class RefineConfig:
     overlap: bool = True
     edge: bool = True
     proximity: bool = True
-    fit_weight: float = 1.7
-    overlap_weight: float = 1.2
-    edge_weight: float = 0.2
-    proximity_weight: float = 0.16
+    fit_weight: float = 1.0
+    overlap_weight: float = 1.0
+    edge_weight: float = 0.1
+    proximity_weight: float = 0.1
     edge_sigma: float = 0.05
-    proximity_scale: float = 4.0
-    overlap_threshold: float = 0.98
-    refine_steps: int = 20
-    lr: float = 0.3
-    logit_clip: float = 12.0
+    overlap_threshold: float = 0.5
+    overlap_logit: float = 5.0
+    refine_steps: int = 200
+    solver_tolerance: float = 1e-4
+    active_set_rounds: int = 10
+    logit_clip: float = 30.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -148,15 +175,20 @@ class RefineConfig:
         for name in ("batch_windows", "k", "rounds", "sampler_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.refine_steps < 0:
-            raise ValueError("refine_steps must be >= 0")
+        for name in ("refine_steps", "active_set_rounds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if not self.solver_tolerance > 0:
+            raise ValueError("solver_tolerance must be > 0")
+        if not self.overlap_logit > 0:
+            raise ValueError("overlap_logit must be > 0")
         if not 0.0 <= self.t_start < 1.0:
             raise ValueError(f"t_start must be in [0, 1), got {self.t_start}")
         for name in ("fit_weight", "overlap_weight", "edge_weight", "proximity_weight", "guidance"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
-        if not (self.edge_sigma > 0 and self.proximity_scale > 0 and self.lr > 0 and self.logit_clip > 0):
-            raise ValueError("edge_sigma, proximity_scale, lr and logit_clip must be > 0")
+        if not (self.edge_sigma > 0 and self.logit_clip > 0):
+            raise ValueError("edge_sigma and logit_clip must be > 0")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
         if not 0.0 < self.overlap_threshold < 1.0:
@@ -173,16 +205,16 @@ class RefineResult:
 
 
 def plan_windows(
-    prob: np.ndarray, region: np.ndarray, spacing_mm: tuple[float, float], config: RefineConfig
+    logits: np.ndarray, region: np.ndarray, spacing_mm: tuple[float, float], config: RefineConfig
 ) -> tuple[list[tuple[int, int]], int]:
     """Top-left corners of the windows that cover the candidates, and how many were dropped.
 
     Greedy, strongest candidate first: a window is centred on the strongest seed not yet
     inside another window's inner part (``margin_px`` from its edges), clipped to the image.
     """
-    h, w = prob.shape
+    h, w = logits.shape
     size, margin = min(config.window_px, h, w), config.margin_px
-    seeds = seeds_from_probability(prob, spacing_mm, config.seeds, region=region)
+    seeds = find_seeds(logits, spacing_mm, config.seeds, region=region)
     corners: list[tuple[int, int]] = []
     dropped = 0
     for seed in seeds:  # strongest first
@@ -209,21 +241,158 @@ def _taper(size: int, margin: int) -> np.ndarray:
     return np.outer(ramp, ramp)
 
 
-def _soft_dice_loss(p: Tensor, s: Tensor) -> Tensor:
-    """``1 - soft Dice`` per window, ``p`` [B, 1, H, W] vs each ``s`` [B, K, H, W]; smoothed
-    by 1 pixel so empty vs empty costs 0. Returns [B]."""
-    inter = (p * s).sum(dim=(2, 3))
-    total = p.sum(dim=(2, 3)) + s.sum(dim=(2, 3))
-    return (1.0 - (2.0 * inter + 1.0) / (total + 1.0)).mean(dim=1)
-
-
-def _edge_loss(p: Tensor, y: Tensor, sigma: float) -> Tensor:
-    """Edge-aware total variation per window ([B]): label jumps are cheap across image edges."""
+def _edge_weights(y: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+    """The edge term's weights between vertical and horizontal 4-neighbours of ``y``
+    [B, 1, H, W]: ``[B, 1, H-1, W]`` and ``[B, 1, H, W-1]``."""
     wy = torch.exp(-((y[..., 1:, :] - y[..., :-1, :]) ** 2) / (2 * sigma**2))
     wx = torch.exp(-((y[..., :, 1:] - y[..., :, :-1]) ** 2) / (2 * sigma**2))
-    dy = (p[..., 1:, :] - p[..., :-1, :]).abs() * wy
-    dx = (p[..., :, 1:] - p[..., :, :-1]).abs() * wx
-    return dy.mean(dim=(1, 2, 3)) + dx.mean(dim=(1, 2, 3))
+    return wy, wx
+
+
+def _laplacian(z: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
+    """``(L z)_i = sum_j w_ij (z_i - z_j)`` over the 4-neighbours ``j`` of each pixel."""
+    out = torch.zeros_like(z)
+    dy = wy * (z[..., 1:, :] - z[..., :-1, :])
+    dx = wx * (z[..., :, 1:] - z[..., :, :-1])
+    out[..., 1:, :] += dy
+    out[..., :-1, :] -= dy
+    out[..., :, 1:] += dx
+    out[..., :, :-1] -= dx
+    return out
+
+
+def _degree(wy: Tensor, wx: Tensor) -> Tensor:
+    """The Laplacian's diagonal: the sum of each pixel's edge weights."""
+    b, _, h1, w = wy.shape
+    deg = torch.zeros(b, 1, h1 + 1, w, dtype=wy.dtype, device=wy.device)
+    deg[..., 1:, :] += wy
+    deg[..., :-1, :] += wy
+    deg[..., :, 1:] += wx
+    deg[..., :, :-1] += wx
+    return deg
+
+
+def _conjugate_gradients(diag: Tensor, rhs: Tensor, edge: float, wy: Tensor, wx: Tensor,
+                         x: Tensor, iterations: int, tolerance: float) -> tuple[Tensor, int]:
+    """Solve ``(diag + edge L) x = rhs`` per window (Jacobi-preconditioned CG, from ``x``);
+    returns the solution and the iterations run."""
+    def apply(v: Tensor) -> Tensor:
+        return diag * v + (edge * _laplacian(v, wy, wx) if edge > 0 else 0.0)
+
+    precond = 1.0 / (diag + (edge * _degree(wy, wx) if edge > 0 else 0.0))
+    dims = (1, 2, 3)
+    r = rhs - apply(x)
+    zr = precond * r
+    d = zr
+    rz = (r * zr).sum(dims, keepdim=True)
+    stop = tolerance * rhs.pow(2).sum(dims, keepdim=True).sqrt().clamp_min(1e-12)
+    n = 0
+    for n in range(1, iterations + 1):  # noqa: B007 (n is reported)
+        if bool((r.pow(2).sum(dims, keepdim=True).sqrt() <= stop).all()):
+            n -= 1
+            break
+        ad = apply(d)
+        alpha = rz / (d * ad).sum(dims, keepdim=True).clamp_min(1e-30)
+        x = x + alpha * d
+        r = r - alpha * ad
+        zr = precond * r
+        rz_new = (r * zr).sum(dims, keepdim=True)
+        d = zr + (rz_new / rz.clamp_min(1e-30)) * d
+        rz = rz_new
+    return x, n
+
+
+def solve_refinement(z0: Tensor, surrogate_logits: Tensor, y: Tensor, config: RefineConfig
+                     ) -> tuple[Tensor, dict[str, Any]]:
+    """The refined logits of a batch of windows: the minimiser of step 4's energy.
+
+    ``z0``: the initial logits [B, 1, H, W] (clipped); ``surrogate_logits``: the segmentor's
+    logits on the ``K`` projections [B, K, H, W] (context-corrected when asked); ``y``: the
+    observed windows [B, 1, H, W]. Returns the refined logits (clipped to ``logit_clip``) and
+    the solver's record: solves, conjugate-gradient iterations, whether the overlap term's
+    active set settled.
+    """
+    c = config
+    clip = c.logit_clip
+    zeta = surrogate_logits.clamp(-clip, clip)
+    s = torch.sigmoid(zeta)
+    k = s.shape[1]
+    sd = s.std(dim=1, keepdim=True, unbiased=False) if k > 1 else torch.zeros_like(z0)
+    agree = (1.0 - 2.0 * sd).clamp(0.0, 1.0)
+    diag = torch.full_like(z0, _BASE_PROXIMITY + (c.proximity_weight if c.proximity else 0.0))
+    rhs = diag * z0
+    if c.fit:
+        diag = diag + c.fit_weight * agree
+        rhs = rhs + c.fit_weight * agree * zeta.mean(dim=1, keepdim=True)
+    edge = c.edge_weight if c.edge else 0.0
+    wy, wx = _edge_weights(y, c.edge_sigma)
+    target = torch.where(s >= c.overlap_threshold, c.overlap_logit, -c.overlap_logit) if c.overlap else None
+
+    def wrong_side(z: Tensor) -> Tensor:
+        return ((target > 0) & (z < target)) | ((target < 0) & (z > target))
+
+    z = z0
+    solves, iterations, settled = 0, 0, True
+    active = wrong_side(z) if target is not None else None
+    for _ in range(max(c.active_set_rounds, 1) if target is not None else 1):
+        d, b = diag, rhs
+        if active is not None and target is not None:
+            h = active.to(z0.dtype)
+            d = d + c.overlap_weight * agree * h.mean(dim=1, keepdim=True)
+            b = b + c.overlap_weight * agree * (h * target).mean(dim=1, keepdim=True)
+        z, n = _conjugate_gradients(d, b, edge, wy, wx, z, c.refine_steps, c.solver_tolerance)
+        solves, iterations = solves + 1, iterations + n
+        if active is None:
+            break
+        new_active = wrong_side(z)
+        settled = bool(torch.equal(new_active, active))
+        active = new_active
+        if settled:
+            break
+    return z.clamp(-clip, clip), {"solves": solves, "cg_iterations": iterations, "settled": settled}
+
+
+@dataclass(frozen=True)
+class ProjectionRequest:
+    """What a projector is asked for: ``k`` projections of each of ``B`` windows.
+
+    Attributes:
+        observation: the observed windows, float32 [B, 1, H, W] (normalised intensity).
+        seed_map: the seed maps drawn by the generator's contract, [B, 1, H, W].
+        seeds: each window's seeds (pixel positions in the window).
+        corners: each window's top-left corner (row, col) in the image being refined.
+        noise: standard normal [B, K, H, W], each window's own (deterministic) draw.
+    """
+
+    observation: Tensor
+    seed_map: Tensor
+    seeds: list[list[Seed]]
+    corners: list[tuple[int, int]]
+    noise: Tensor
+
+
+#: a projector: ``request -> projections`` float32 [B, K, H, W] (images, like the observation)
+Projector = Callable[[ProjectionRequest], Tensor]
+
+
+class GeneratorProjector:
+    """The learnt projector: ``k`` generator samples per window
+    (:meth:`~mcgenref.models.generator.GeneratorContract.sample_projection`)."""
+
+    def __init__(self, generator: nn.Module, contract: GeneratorContract, config: RefineConfig,
+                 autocast: Autocast) -> None:
+        self.generator, self.contract, self.config, self.autocast = generator, contract, config, autocast
+
+    def __call__(self, request: ProjectionRequest) -> Tensor:
+        b, k, h, w = request.noise.shape
+        c = self.config
+        y, seed_map = request.observation, request.seed_map
+        x = self.contract.sample_projection(
+            self.generator, y.expand(b, k, h, w).reshape(b * k, 1, h, w),
+            seed_map.expand(b, k, h, w).reshape(b * k, 1, h, w), request.noise.reshape(b * k, 1, h, w),
+            c.t_start, c.sampler_steps, c.guidance, self.autocast,
+        )
+        return x.reshape(b, k, h, w)
 
 
 class Refiner:
@@ -232,17 +401,25 @@ class Refiner:
     ``contract``: the generator's data convention, from its ``model.json``
     (:func:`mcgenref.models.checkpoint.load_generator`); the default is
     :class:`~mcgenref.models.generator.GeneratorContract`'s, that of the shipped generator.
+    ``projector``: a :data:`Projector` used instead of the generator (then ``generator``
+    may be ``None``); the seed maps are still drawn by ``contract``.
     """
 
-    def __init__(self, segmentor: nn.Module, generator: nn.Module, config: RefineConfig,
+    def __init__(self, segmentor: nn.Module, generator: nn.Module | None, config: RefineConfig,
                  device: torch.device | str = "cpu", autocast: Autocast | None = None,
-                 *, contract: GeneratorContract | None = None) -> None:
+                 *, contract: GeneratorContract | None = None,
+                 projector: Projector | None = None) -> None:
         self.segmentor = segmentor
         self.generator = generator
         self.contract = contract or GeneratorContract()
         self.config = config
         self.device = torch.device(device)
         self.autocast = autocast or Autocast(self.device.type)  # fp32 unless given
+        if projector is None:
+            if generator is None:
+                raise ValueError("a Refiner needs a generator or a projector")
+            projector = GeneratorProjector(generator, self.contract, config, self.autocast)
+        self.projector = projector
 
     @torch.no_grad()
     def _segment(self, x: Tensor) -> Tensor:
@@ -250,14 +427,11 @@ class Refiner:
             return self.segmentor(x).float()
 
     def _project(self, y: Tensor, seed_map: Tensor, noise: Tensor) -> Tensor:
-        """``k`` projections per window: ``y``, ``seed_map`` [B, 1, H, W], noise [B, K, H, W]."""
+        """``k`` projections per window by the generator: ``y``, ``seed_map`` [B, 1, H, W],
+        noise [B, K, H, W] -> [B * K, 1, H, W]."""
         b, k, h, w = noise.shape
-        c = self.config
-        return self.contract.sample_projection(
-            self.generator, y.expand(b, k, h, w).reshape(b * k, 1, h, w),
-            seed_map.expand(b, k, h, w).reshape(b * k, 1, h, w), noise.reshape(b * k, 1, h, w),
-            c.t_start, c.sampler_steps, c.guidance, self.autocast,
-        )
+        request = ProjectionRequest(y, seed_map, [[] for _ in range(b)], [(0, 0)] * b, noise)
+        return self.projector(request).reshape(b * k, 1, h, w)
 
     def _noise(self, windows: list[int], round_index: int, shape: tuple[int, int]) -> Tensor:
         c = self.config
@@ -270,86 +444,66 @@ class Refiner:
                 out[i, j] = torch.randn(shape, generator=g)
         return out.to(self.device)
 
-    def _objective(self, z: Tensor, z0: Tensor, m: Tensor, agree: Tensor, s: Tensor,
-                   y: Tensor) -> Tensor:
-        c = self.config
-        p = torch.sigmoid(z)
-        loss = z.new_zeros(z.shape[0])
-        if c.fit:
-            bce = F.binary_cross_entropy_with_logits(z, m, reduction="none")
-            loss = loss + c.fit_weight * (agree * bce).mean(dim=(1, 2, 3))
-        if c.overlap:
-            loss = loss + c.overlap_weight * _soft_dice_loss(p, (s >= c.overlap_threshold).to(p.dtype))
-        if c.edge:
-            loss = loss + c.edge_weight * _edge_loss(p, y, c.edge_sigma)
-        if c.proximity:
-            loss = loss + c.proximity_weight * ((z - z0) / c.proximity_scale).pow(2).mean(dim=(1, 2, 3))
-        return loss.sum()  # windows are independent: the sum keeps each one's gradient its own
-
     def _seed_maps(self, z: Tensor, region: Tensor, spacing_mm: tuple[float, float]
-                   ) -> tuple[np.ndarray, list[tuple[tuple[float, float], ...]]]:
-        """Seed maps [B, 1, H, W] from ``sigmoid(z)`` and each window's seed positions."""
+                   ) -> tuple[np.ndarray, list[list[Seed]]]:
+        """Seed maps [B, 1, H, W] from the logits ``z`` and each window's seeds."""
         c = self.config
         b, _, h, w = z.shape
         maps = np.zeros((b, 1, h, w), dtype=np.float32)
-        keys: list[tuple[tuple[float, float], ...]] = [() for _ in range(b)]
+        seeds: list[list[Seed]] = [[] for _ in range(b)]
         if not c.use_seeds:
-            return maps, keys
-        prob = torch.sigmoid(z).cpu().numpy()[:, 0]
+            return maps, seeds
+        logits = z.cpu().numpy()[:, 0]
         reg = region.cpu().numpy()[:, 0]
         for i in range(b):
-            seeds = seeds_from_probability(prob[i], spacing_mm, c.seeds, region=reg[i])
-            maps[i, 0] = self.contract.seed_map(seeds, (h, w), spacing_mm, c.seeds)
-            keys[i] = tuple(sorted((round(s.row, 1), round(s.col, 1)) for s in seeds))
-        return maps, keys
+            seeds[i] = find_seeds(logits[i], spacing_mm, c.seeds, region=reg[i])
+            maps[i, 0] = self.contract.seed_map(seeds[i], (h, w), spacing_mm, c.seeds)
+        return maps, seeds
 
-    def _refine_batch(self, index: list[int], y: Tensor, z0: Tensor, region: Tensor,
-                      spacing_mm: tuple[float, float]) -> tuple[Tensor, Tensor, int]:
+    def _refine_batch(self, index: list[int], corners: list[tuple[int, int]], y: Tensor, z0: Tensor,
+                      region: Tensor, spacing_mm: tuple[float, float]) -> tuple[Tensor, Tensor, dict[str, int]]:
         """Rounds of seed -> project -> surrogate -> refine for a batch of windows.
 
         A later round re-projects only the windows whose seeds moved (appeared, vanished or
         shifted by 0.1 px or more): with the same seeds it would only draw K more samples of
-        the same condition. Returns the logits, the surrogate spread and the number of
-        window-rounds computed.
+        the same condition. Returns the logits, the surrogate spread and counts (window-rounds
+        computed, solves, CG iterations, unsettled solves).
         """
         c = self.config
         z = z0.clone()
         spread = torch.zeros_like(z0)
         seg_y = self._segment(y) if c.context_correction else None
         previous: list[tuple[tuple[float, float], ...]] | None = None
-        computed = 0
+        counts = {"window_rounds": 0, "solves": 0, "cg_iterations": 0, "unsettled": 0}
         for r in range(c.rounds):
-            maps, keys = self._seed_maps(z, region, spacing_mm)
+            maps, seeds = self._seed_maps(z, region, spacing_mm)
+            keys = [tuple(sorted((round(q.row, 1), round(q.col, 1)) for q in ws)) for ws in seeds]
             active = [i for i in range(len(index)) if previous is None or keys[i] != previous[i]]
             previous = keys
             if not active:
                 break
-            computed += len(active)
+            counts["window_rounds"] += len(active)
             act = torch.tensor(active, device=self.device)
             ya, z0a = y[act], z0[act]
             h, w = ya.shape[2:]
             noise = self._noise([index[i] for i in active], r, (h, w))
-            x = self._project(ya, torch.from_numpy(maps[active]).to(self.device), noise)
+            request = ProjectionRequest(ya, torch.from_numpy(maps[active]).to(self.device),
+                                        [seeds[i] for i in active], [corners[i] for i in active], noise)
+            x = self.projector(request).reshape(len(active) * c.k, 1, h, w)
             logits_k = self._segment(x).reshape(len(active), c.k, h, w)
             if seg_y is not None:
                 logits_k = z0a + (logits_k - seg_y[act])
             s = torch.sigmoid(logits_k.clamp(-c.logit_clip, c.logit_clip))
-            m = s.mean(dim=1, keepdim=True)
-            sd = s.std(dim=1, keepdim=True, unbiased=False) if c.k > 1 else torch.zeros_like(m)
-            agree = (1.0 - 2.0 * sd).clamp(0.0, 1.0)
-            za = z[act].detach().requires_grad_(True)
-            optimizer = torch.optim.Adam([za], lr=c.lr)
-            for _ in range(c.refine_steps):
-                optimizer.zero_grad(set_to_none=True)
-                self._objective(za, z0a, m, agree, s, ya).backward()
-                optimizer.step()
-                with torch.no_grad():
-                    za.clamp_(-c.logit_clip, c.logit_clip)
+            sd = s.std(dim=1, keepdim=True, unbiased=False) if c.k > 1 else torch.zeros_like(z0a)
+            za, solver = solve_refinement(z0a, logits_k, ya, c)
+            counts["solves"] += solver["solves"]
+            counts["cg_iterations"] += solver["cg_iterations"]
+            counts["unsettled"] += int(not solver["settled"])
             z = z.clone()
-            z[act] = za.detach()
+            z[act] = za
             spread = spread.clone()
             spread[act] = sd
-        return z, spread, computed
+        return z, spread, counts
 
     def refine(self, image: np.ndarray, region: np.ndarray, logits: np.ndarray,
                spacing_mm: tuple[float, float]) -> RefineResult:
@@ -359,15 +513,14 @@ class Refiner:
         t0 = time.perf_counter()
         clip = c.logit_clip
         z0_full = np.clip(np.nan_to_num(logits, nan=-clip, neginf=-clip, posinf=clip), -clip, clip)
-        prob = 1.0 / (1.0 + np.exp(-z0_full))
         h, w = image.shape
         size = min(c.window_px, h, w)
-        corners, dropped = plan_windows(prob, region, spacing_mm, c)
+        corners, dropped = plan_windows(z0_full, region, spacing_mm, c)
         delta = np.zeros((h, w), dtype=np.float32)
         weight = np.zeros((h, w), dtype=np.float32)
         spread = np.zeros((h, w), dtype=np.float32)
         taper = _taper(size, min(c.margin_px, size // 4))
-        window_rounds = 0
+        counts = {"window_rounds": 0, "solves": 0, "cg_iterations": 0, "unsettled": 0}
         fits = size % 16 == 0
         for b0 in range(0, len(corners), c.batch_windows):
             batch = corners[b0 : b0 + c.batch_windows]
@@ -377,8 +530,8 @@ class Refiner:
             y = torch.from_numpy(np.stack([image[s] for s in sl])[:, None].astype(np.float32)).to(self.device)
             z0 = torch.from_numpy(np.stack([z0_full[s] for s in sl])[:, None]).to(self.device)
             reg = torch.from_numpy(np.stack([region[s] for s in sl])[:, None]).to(self.device)
-            z, sd, n = self._refine_batch(list(range(b0, b0 + len(batch))), y, z0, reg, spacing_mm)
-            window_rounds += n
+            z, sd, n = self._refine_batch(list(range(b0, b0 + len(batch))), batch, y, z0, reg, spacing_mm)
+            counts = {key: counts[key] + n[key] for key in counts}
             z_np, z0_np, sd_np = z.cpu().numpy()[:, 0], z0.cpu().numpy()[:, 0], sd.cpu().numpy()[:, 0]
             for i, s in enumerate(sl):
                 delta[s] += taper * (z_np[i] - z0_np[i])
@@ -390,7 +543,7 @@ class Refiner:
         info = {
             "windows": len(corners) if fits else 0,
             "windows_dropped": dropped,
-            "window_rounds": window_rounds,
+            **counts,
             "window_px": size,
             "refine_s": round(time.perf_counter() - t0, 4),
         }
