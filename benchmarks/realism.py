@@ -294,20 +294,25 @@ def _fmt(s: dict, digits: int = 3) -> str:
     return f"{s['median']:.{digits}f} [{s['q25']:.{digits}f}, {s['q75']:.{digits}f}]"
 
 
+def mean_profile(profiles: np.ndarray, with_mean: bool = True) -> dict:
+    """The mean radial profile of a group's spots, and that mean divided by its own centre
+    value (a ratio of means: robust to the many near-zero centres of noise peaks)."""
+    ok = np.isfinite(profiles).all(axis=1) if len(profiles) else np.zeros(0, bool)
+    mean = profiles[ok].mean(axis=0) if ok.any() else np.full(len(PROFILE_RADII_MM), np.nan)
+    normed = mean / mean[0] if mean[0] > 0 else np.full_like(mean, np.nan)
+    out = {"radii_mm": [float(r) for r in PROFILE_RADII_MM]}
+    if with_mean:
+        out["mean"] = [float(v) for v in mean]
+    out["mean_normalised"] = [float(v) for v in normed]
+    return out
+
+
 def build_table(groups: dict[str, dict], betas: dict[str, np.ndarray]) -> dict:
     table: dict = {"features": {}, "profiles": {}, "beta": {}, "ks": {}}
     for feat in FEATURES:
         table["features"][feat] = {g: summarise(m[feat]) for g, m in groups.items()}
     for g, m in groups.items():
-        p = m["profile"]
-        ok = np.isfinite(p).all(axis=1) if len(p) else np.zeros(0, bool)
-        mean = p[ok].mean(axis=0) if ok.any() else np.full(len(PROFILE_RADII_MM), np.nan)
-        # the mean profile divided by its own centre value (a ratio of means: robust to the
-        # many near-zero centres of noise peaks)
-        normed = mean / mean[0] if mean[0] > 0 else np.full_like(mean, np.nan)
-        table["profiles"][g] = {"radii_mm": [float(r) for r in PROFILE_RADII_MM],
-                                "mean": [float(v) for v in mean],
-                                "mean_normalised": [float(v) for v in normed]}
+        table["profiles"][g] = mean_profile(m["profile"])
     for g, b in betas.items():
         table["beta"][g] = summarise(b)
     pairs = [("real_selected", "synthetic_selected"), ("real_selected", "synthetic_known"),
@@ -602,12 +607,7 @@ def run_85um(out: Path | None, config, n_synthetic: int = 300, seed: int = 0,
     for feat in FEATURES:
         table["features"][feat] = {g: summarise(m[feat]) for g, m in groups.items()}
     for g, m in groups.items():
-        p = m["profile"]
-        ok = np.isfinite(p).all(axis=1) if len(p) else np.zeros(0, bool)
-        mean = p[ok].mean(axis=0) if ok.any() else np.full(len(PROFILE_RADII_MM), np.nan)
-        normed = mean / mean[0] if mean[0] > 0 else np.full_like(mean, np.nan)
-        table["profiles"][g] = {"radii_mm": [float(r) for r in PROFILE_RADII_MM],
-                                "mean_normalised": [float(v) for v in normed]}
+        table["profiles"][g] = mean_profile(m["profile"], with_mean=False)
     for g in groups:
         if g.startswith("synthetic_selected") or g == "normal_tissue":
             table["ks"][f"real_selected vs {g}"] = {

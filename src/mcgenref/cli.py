@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import typer
 
 from mcgenref import __version__
 from mcgenref.errors import McGenRefError, McGenRefWarning
+from mcgenref.runtime import is_main_process
 
 app = typer.Typer(
     name="mcgenref",
@@ -182,7 +182,7 @@ def train_segmentor_command(
 
     summary = run_train("segmentor", out, negatives, config_path=config, device=device, steps=steps,
                         pixel_spacing=pixel_spacing, resume=resume)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line, from rank 0
+    if not is_main_process():  # under torchrun, one summary line, from rank 0
         return
     typer.echo(
         f"step {summary['step']}/{summary['steps']}: validation Dice {summary['val_dice']} -> {summary['run_dir']}"
@@ -208,7 +208,7 @@ def train_generator_command(
 
     summary = run_train("generator", out, negatives, config_path=config, device=device, steps=steps,
                         pixel_spacing=pixel_spacing, resume=resume)
-    if os.environ.get("RANK", "0") != "0":
+    if not is_main_process():
         return
     typer.echo(
         f"step {summary['step']}/{summary['steps']}: validation flow loss {summary['val_loss']} -> {summary['run_dir']}"
@@ -244,8 +244,10 @@ def segment(
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write OUT/report.html.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="Threads reading the next images while one is segmented (a further thread writes the previous one's files); 0: read, segment and write one after the other.")] = 2,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    roi: Annotated[bool, typer.Option("--roi", help="Inputs are crops taken inside the breast: the whole crop is searched (no breast mask, no skin margin), intensity = crop median at mid-grey on the file's bit-depth scale, crops smaller than a network window are reflect-padded; _breast.png is all ones.")] = False,
 ) -> None:
-    """Segment microcalcifications in full-field mammograms (runs under torchrun too).
+    """Segment microcalcifications in full-field mammograms (runs under torchrun too), or in
+    crops taken inside the breast with --roi.
 
     For each input <stem> writes <stem>_prob.png, _mask.png, _calcifications.csv,
     _clusters.json (clusters with descriptive geometry), _overlay.png, _breast.png, with
@@ -257,23 +259,22 @@ def segment(
     """
     from mcgenref.workflows import SegmentOptions, run_segment
 
-    rank = os.environ.get("RANK", "0")
     try:
         options = SegmentOptions(
             model=model, device=device, pixel_spacing=pixel_spacing, threshold=threshold,
             method=method, config_path=config, overwrite=overwrite, show_progress=not no_progress,
             refine=refine, generator=generator, write_seg=not no_seg, report=not no_report,
-            workers=workers,
+            workers=workers, roi=roi,
         )
         summary = run_segment(inputs, out, options)
     except McGenRefError:
-        if rank != "0":
+        if not is_main_process():
             # under torchrun every rank learns every error (mcgenref.inference.batch) and rank
             # 0 reports it and exits 2; another rank failing too would only make torchrun kill
             # rank 0 before it has said why
             return
         raise
-    if rank != "0":  # under torchrun, one summary line, from rank 0
+    if not is_main_process():  # under torchrun, one summary line, from rank 0
         return
     typer.echo(
         f"{len(summary['done'])} segmented, {len(summary['skipped'])} already done -> {summary['out']}"
@@ -284,16 +285,17 @@ def segment(
 @user_errors
 def evaluate(
     pred: Annotated[Path, typer.Option("--pred", help="A folder written by 'mcgenref segment'.")],
-    truth: Annotated[Path, typer.Option("--truth", help="Ground truth: a mask folder, INbreast XML file/folder, or mini-MIAS Info.txt.")],
+    truth: Annotated[Path, typer.Option("--truth", help="Ground truth: a mask folder, INbreast XML file/folder, mini-MIAS Info.txt, or a ROI folder (normal/ and calcification/ crops, MAGIC-5 style: ROI AUC).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, per_image.csv, FROC plots and report.html.")],
-    truth_format: Annotated[str | None, typer.Option("--truth-format", help="masks, inbreast or mias (detected when not given).")] = None,
+    truth_format: Annotated[str | None, typer.Option("--truth-format", help="masks, inbreast, mias or roi (detected when not given).")] = None,
     tolerance_mm: Annotated[float, typer.Option("--tolerance-mm", help="An MC is hit by a detection within this distance.")] = 1.0,
     cluster_tolerance_mm: Annotated[float, typer.Option("--cluster-tolerance-mm", help="A labelled cluster circle is enlarged by this much.")] = 2.0,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% confidence intervals.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write OUT/report.html.")] = False,
 ) -> None:
-    """Score a prediction folder against ground truth (pixel, object and cluster metrics, FROC)."""
+    """Score a prediction folder against ground truth (pixel, object and cluster metrics, FROC;
+    for a ROI folder, ROI AUC beside the crops' trivial statistics, CIs over cases)."""
     from mcgenref.workflows import run_evaluate
 
     metrics = run_evaluate(pred, truth, out, truth_format, tolerance_mm, cluster_tolerance_mm, bootstrap, seed,

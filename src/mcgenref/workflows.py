@@ -8,11 +8,11 @@ they want the command's behaviour (progress bar included) rather than the bare l
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from mcgenref.errors import ConfigError
+from mcgenref.runtime import is_main_process
 
 
 def _progress():
@@ -81,7 +81,8 @@ class SegmentOptions:
 
     How a batch is run; the algorithm's settings (windows, cluster rule, ...) are a
     :class:`~mcgenref.inference.segment.SegmentConfig`, read from ``config_path``, of which
-    ``threshold``, ``method``, ``refine`` and ``write_seg`` override the fields of that name.
+    ``threshold``, ``method``, ``refine``, ``write_seg`` and ``roi`` override the fields of that
+    name.
 
     Attributes:
         model: segmentor folder (model.json + model.safetensors); ``None``: the shipped one.
@@ -101,6 +102,8 @@ class SegmentOptions:
         report: write ``out/report.html`` of the run (rank 0 under torchrun).
         workers: reader threads of the pipeline, 0-32 (0: read, segment and write one
             image after the other).
+        roi: the inputs are crops taken inside the breast (``SegmentConfig.roi``: no breast
+            mask, no skin margin, ROI intensity rule, small crops padded).
 
     Raises:
         ConfigError: ``method`` or ``workers`` out of range (on construction).
@@ -119,6 +122,7 @@ class SegmentOptions:
     write_seg: bool = True
     report: bool = True
     workers: int = 2
+    roi: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in ("model", "classical"):
@@ -157,6 +161,8 @@ def run_segment(
         changes["refine"] = True
     if not options.write_seg:
         changes["write_seg"] = False
+    if options.roi:
+        changes["roi"] = True
     try:
         config = dataclasses.replace(config, **changes)
     except ValueError as exc:
@@ -167,7 +173,7 @@ def run_segment(
         overwrite=options.overwrite, workers=options.workers, show_progress=options.show_progress,
         generator_path=options.generator,
     )
-    if options.report and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0, whole batch
+    if options.report and is_main_process():  # under torchrun: rank 0, whole batch
         from mcgenref.report import write_segment_report
 
         summary["report"] = str(write_segment_report(Path(out), summary["rows"]))
@@ -217,8 +223,8 @@ def run_evaluate(
     from mcgenref.evaluation.evaluate import evaluate_predictions
     from mcgenref.io.atomic import check_writable_dir
 
-    if truth_format is not None and truth_format not in ("masks", "inbreast", "mias"):
-        raise ConfigError("--truth-format must be masks, inbreast or mias")
+    if truth_format is not None and truth_format not in ("masks", "inbreast", "mias", "roi"):
+        raise ConfigError("--truth-format must be masks, inbreast, mias or roi")
     if n_bootstrap < 1:
         raise ConfigError("--bootstrap must be at least 1")
     if seed < 0:
@@ -238,6 +244,12 @@ def run_evaluate(
         return "n/a" if value is None else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
     parts = []
+    if "roi" in metrics:
+        r = metrics["roi"]
+        primary = r["primary_score"]
+        parts.append(f"ROI AUC ({primary}) {num(r['auc'][primary]['auc'], 3)}, best trivial "
+                     f"statistic ({r['best_trivial']}) "
+                     f"{num(r['trivial_auc'][r['best_trivial']]['auc'], 3)}")
     if "pixel" in metrics:
         p = metrics["pixel"]["pooled"]
         parts.append(f"pixel Dice {num(p.get('dice'), 3)} recall {num(p.get('recall'), 3)}")

@@ -1,4 +1,5 @@
-"""MAGIC-5 crops: listing, cases and regions (shifted windows count once), the 8-bit scale."""
+"""MAGIC-5 crops: listing, cases and regions (shifted windows count once), the 8-bit scale; ROI
+folders and the split by case (stratified, seeded)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,35 @@ def test_real_counts() -> None:
     assert (len(calc), len(normal)) == (306, 330)
     assert len({magic5.case_id(p) for p in calc + normal}) == 78
     assert len(magic5.one_crop_per_region(calc)) == 160
+
+
+def test_split_keeps_cases_whole_stratified_and_seeded() -> None:
+    cases = [f"{i:04d}" for i in range(20) for _ in range(3)]
+    labels = [0 if i < 8 else 1 for i in range(20) for _ in range(3)]
+    cases += ["0099"] * 2
+    labels += [0, 1]  # a case holding both classes
+    dev, test = magic5.split_cases(cases, labels, 0.5, seed=0)
+    assert not set(dev) & set(test) and set(dev) | set(test) == set(cases)
+    normal_only = {f"{i:04d}" for i in range(8)}
+    assert len(normal_only & set(test)) == 4  # half of each stratum
+    assert magic5.split_cases(cases, labels, 0.5, seed=0) == (dev, test)
+    assert magic5.split_cases(cases, labels, 0.5, seed=1) != (dev, test)
+
+
+def test_list_crops_refuses_a_folder_without_label_folders(tmp_path) -> None:
+    with pytest.raises(InputError, match="normal/ and calcification/"):
+        magic5.list_roi_crops(tmp_path)
+
+
+@pytest.mark.realdata
+def test_the_real_split() -> None:
+    root = magic5.magic5_dir()
+    if not root.is_dir():
+        pytest.skip(f"MAGIC-5 crops not found at {root} (set MCGENREF_DATA)")
+    crops = magic5.list_roi_crops(root)
+    assert len(crops) == 636 and sum(c.label for c in crops) == 306
+    assert len({c.case for c in crops}) == 78
+    dev, test = magic5.split_crops(crops)
+    assert len({c.case for c in dev}) == 39 and len({c.case for c in test}) == 39
+    assert not {c.case for c in dev} & {c.case for c in test}
+    assert {c.label for c in dev} == {c.label for c in test} == {0, 1}

@@ -9,12 +9,19 @@ Names: the first 4 characters are the case; ``<region>.pgm_N.pgm`` are several s
 of one region, so crops are NOT independent: resample, split and bootstrap by case, and count
 a region once (:func:`one_crop_per_region`).
 
+ROI folders (any ``normal/`` + ``calcification/`` pair, MAGIC-5 style, as ``evaluate`` reads
+them): :func:`is_roi_folder`, :func:`list_roi_crops` (:class:`RoiCrop`: path, label, case), and
+the development / test split by case (:func:`split_cases`, :func:`split_crops`, seed
+:data:`DEFAULT_SPLIT_SEED`) on whose development half ROI mode's intensity rule was chosen.
+
 The calcification crops are development data (realism at 85 um, ROI-level evaluation): never
 train a segmentor on them, that would use real labels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +77,90 @@ def read_crop(path: Path | str) -> np.ndarray:
     if arr.ndim != 2 or arr.dtype != np.uint8:
         raise InputError(f"{path}: expected an 8-bit grey PGM, got {arr.dtype} {arr.shape}")
     return arr.astype(np.float32) / 255.0
+
+
+# ---------------------------------------------------------------------------------------------
+# ROI folders and the development / test split by case
+
+#: The two label folders of a MAGIC-5-style ROI folder, and the label of each.
+LABEL_FOLDERS = {"normal": 0, "calcification": 1}
+#: The split that chose ROI mode's normalisation rule (development) and reports it (test).
+DEFAULT_SPLIT_SEED = 0
+DEFAULT_TEST_FRACTION = 0.5
+IMAGE_SUFFIXES = (".pgm", ".png", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class RoiCrop:
+    """One crop: its file, its label (1 = calcification), its case."""
+
+    path: Path
+    label: int
+    case: str
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+def is_roi_folder(path: str | Path) -> bool:
+    """True when ``path`` is a folder with ``normal/`` and ``calcification/`` subfolders."""
+    p = Path(path)
+    return p.is_dir() and all((p / name).is_dir() for name in LABEL_FOLDERS)
+
+
+def list_roi_crops(folder: str | Path | None = None) -> list[RoiCrop]:
+    """The crops of a MAGIC-5-style folder (``normal/``, ``calcification/``), sorted by label and
+    name; ``None``: ``<data root>/magic5-microcal``.
+
+    Raises:
+        InputError: no such folder, a label folder missing, or no crop at all.
+    """
+    root = Path(folder) if folder is not None else magic5_dir()
+    if not is_roi_folder(root):
+        raise InputError(f"{root}: not a ROI folder (needs normal/ and calcification/ subfolders)")
+    crops = [
+        RoiCrop(p, label, case_id(p))
+        for name, label in LABEL_FOLDERS.items()
+        for p in sorted((root / name).iterdir())
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not crops:
+        raise InputError(f"{root}: no image in normal/ or calcification/")
+    return crops
+
+
+def split_cases(cases: Iterable[str], labels: Iterable[int] | None = None,
+                test_fraction: float = DEFAULT_TEST_FRACTION,
+                seed: int = DEFAULT_SPLIT_SEED) -> tuple[list[str], list[str]]:
+    """Deterministic (development, test) split of cases, never separating a case's crops.
+
+    ``cases`` and ``labels`` are per crop. Cases are stratified by the labels they hold
+    (normal only, calcification only, both) so both sides get normal and calcification crops:
+    within each stratum the sorted cases are shuffled with ``numpy.random.default_rng(seed)``
+    and the first ``round(test_fraction * n)`` go to the test side. Both lists are sorted.
+    """
+    if not 0.0 <= test_fraction <= 1.0:
+        raise InputError(f"test_fraction must be in [0, 1], got {test_fraction}")
+    cases = list(cases)
+    labels = [0] * len(cases) if labels is None else list(labels)
+    if len(labels) != len(cases):
+        raise ValueError("cases and labels differ in length")
+    held: dict[str, set[int]] = {}
+    for c, lab in zip(cases, labels):
+        held.setdefault(c, set()).add(int(lab))
+    rng = np.random.default_rng(seed)
+    test: set[str] = set()
+    for stratum in sorted({tuple(sorted(v)) for v in held.values()}):
+        members = sorted(c for c, v in held.items() if tuple(sorted(v)) == stratum)
+        order = rng.permutation(len(members))
+        test.update(members[i] for i in order[: int(round(test_fraction * len(members)))])
+    return sorted(c for c in held if c not in test), sorted(test)
+
+
+def split_crops(crops: Sequence[RoiCrop], test_fraction: float = DEFAULT_TEST_FRACTION,
+                seed: int = DEFAULT_SPLIT_SEED) -> tuple[list[RoiCrop], list[RoiCrop]]:
+    """(development, test) crops by :func:`split_cases`."""
+    _, test = split_cases([c.case for c in crops], [c.label for c in crops], test_fraction, seed)
+    test_set = set(test)
+    return ([c for c in crops if c.case not in test_set], [c for c in crops if c.case in test_set])

@@ -35,6 +35,10 @@ What is computed (see :mod:`mcgenref.evaluation.metrics` for the formulas and 0/
 * bootstrap percentile 95% confidence intervals, resampling images (cluster sensitivity over
   the abnormal images, false clusters over the normal ones).
 
+A ROI folder as truth (``normal/`` and ``calcification/`` crops, MAGIC-5 style) is scored by
+:mod:`mcgenref.evaluation.roi` instead: one score per crop, ROC AUC with CIs over cases, beside
+the crops' trivial statistics (``metrics.json`` ``"roi"``; ``per_image.csv`` one row per crop).
+
 Outputs (atomic writes) in ``out_dir``: ``metrics.json``, ``per_image.csv``,
 ``froc_objects.png``, ``froc_clusters.png`` (each plot only when its curve exists).
 
@@ -78,6 +82,8 @@ from mcgenref.evaluation.metrics import (
     pixel_metrics,
     sensitivity_at,
 )
+from mcgenref.datasets.magic5 import is_roi_folder
+from mcgenref.evaluation.roi import evaluate_roi
 from mcgenref.evaluation.truth import GroundTruth, detect_truth_format, read_truth
 from mcgenref.io.atomic import check_writable_dir, write_bytes_atomic, write_json_atomic
 from mcgenref.io.predictions import PredictionImage, csv_bytes, prediction_stems, read_prediction
@@ -556,7 +562,9 @@ def evaluate_predictions(pred_dir: str | Path, truth_path: str | Path,
                          max_candidates: int | None = DEFAULT_MAX_CANDIDATES) -> dict[str, Any]:
     """Evaluate a ``mcgenref segment`` output folder; returns the ``metrics.json`` content.
 
-    ``truth_format``: ``"masks"``, ``"inbreast"`` or ``"mias"`` (detected when ``None``).
+    ``truth_format``: ``"masks"``, ``"inbreast"``, ``"mias"`` or ``"roi"`` (detected when
+    ``None``; a folder with ``normal/`` and ``calcification/`` subfolders is ``"roi"``, scored
+    by :func:`mcgenref.evaluation.roi.evaluate_roi`: ROI AUC, no pixel/object/cluster metric).
     ``cluster_rule``: grouping rule; ``None`` = the rule in each ``<stem>_clusters.json``, else
     :class:`ClusterRule` defaults. Files are written to ``out_dir`` when it is given
     (:func:`write_evaluation`). NaN values (undefined: e.g. no labelled cluster) become
@@ -567,6 +575,10 @@ def evaluate_predictions(pred_dir: str | Path, truth_path: str | Path,
     :func:`cluster_summary`), sweep (:func:`froc_curves`), write.
     """
     _check_settings(tolerance_mm, cluster_tolerance_mm, n_thresholds, n_bootstrap)
+    fmt = truth_format.lower() if truth_format else None
+    if fmt == "roi" or (fmt is None and is_roi_folder(truth_path)):
+        # crops with and without an MC cluster: one score per crop, not per MC or cluster
+        return evaluate_roi(pred_dir, truth_path, out_dir, n_bootstrap=n_bootstrap, seed=seed)
     out_path = Path(out_dir) if out_dir is not None else None
     if out_path is not None:
         check_writable_dir(out_path)

@@ -71,11 +71,6 @@ SUMMARY_NAME = "summary.csv"
 #: ``mcgenref.report`` takes, the others are for people and scripts.
 SUMMARY_COLUMNS = ("input", "prefix", "status", "n_calcifications", "n_clusters", "seconds", "error")
 _GLOB_MAGIC = re.compile(r"[*?[]")
-_ERROR_KINDS: dict[str, type[McGenRefError]] = {
-    cls.__name__: cls for cls in (ConfigError, InputError, OutputError, McGenRefError)
-}
-
-
 @dataclass(frozen=True)
 class Job:
     """One image to segment: its file and its output prefix (``/``-separated, relative to OUT)."""
@@ -562,7 +557,9 @@ def raise_for_failures(summary: dict[str, Any]) -> None:
     if not failed:
         return
     if summary["n_images"] == 1:
-        raise _ERROR_KINDS.get(failed[0]["kind"], McGenRefError)(failed[0]["error"])
+        error = error_from_records([(failed[0]["kind"], failed[0]["error"])])
+        assert error is not None
+        raise error
     raise McGenRefError(
         f"{len(failed)} of {summary['n_images']} images failed (see warnings above; "
         f"{summary['summary_csv']} lists them)"

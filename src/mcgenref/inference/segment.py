@@ -4,7 +4,9 @@ For one image (:meth:`Segmenter.segment`):
 
 1. read it (:func:`mcgenref.io.read_image`; spacing from the file, the user, or the default);
 2. find the breast (:func:`mcgenref.io.segment_breast`; the pectoral muscle excluded) and
-   normalise intensity inside it exactly as the training negatives were;
+   normalise intensity inside it exactly as the training negatives were; with ``roi`` (a crop
+   taken inside the breast) the whole crop is the region and :func:`fit_roi_normalization`
+   the intensity rule;
 3. ``model``: resample to the model's pixel spacing (from its ``model.json``), run
    Gaussian-blended sliding windows over the breast only (:mod:`.sliding`), and bring the
    probability map back to the input's grid; ``classical``: the DoG detector
@@ -66,6 +68,7 @@ from mcgenref.io.atomic import (
     write_png_atomic,
 )
 from mcgenref.io.meta import ImageMeta
+from mcgenref.io.normalize import Normalization
 from mcgenref.io.predictions import (
     BREAST_SUFFIX,
     CALCIFICATIONS_SUFFIX,
@@ -110,6 +113,52 @@ def fill_outside(image: np.ndarray, region: np.ndarray) -> np.ndarray:
 
     rows, cols = ndimage.distance_transform_edt(~region, return_distances=False, return_indices=True)
     return image[rows, cols]
+
+
+#: How ROI mode maps a crop's intensities (recorded in ``<stem>_meta.json``).
+ROI_NORMALIZATION_RULE = "roi: v = 0.5 + (x - median of the crop) / (2^bits_stored - 1)"
+
+
+def fit_roi_normalization(raw: np.ndarray, meta: ImageMeta) -> Normalization:
+    """The intensity map of ROI mode (``segment --roi``): :data:`ROI_NORMALIZATION_RULE`.
+
+    The file's bit-depth scale (the full range of its pixel values maps to a span of 1) with
+    the crop's median moved to mid-grey. Why: a 60 px crop's own 1st/99th percentiles stretch
+    its noise to the span a whole breast has (ROI AUC 0.39 on the MAGIC-5 development cases
+    against 0.78 for this rule; the candidates and their numbers are in docs/segment.md), and
+    a fixed scale without the median shift (0.75) passes the crop's absolute brightness,
+    which differs between sites and films, to the network. One statistic of a whole crop, the
+    median, is robust to the few MC pixels. Pixels beyond the span are not clipped.
+    """
+    full_scale = float(2 ** int(meta.bits_stored or 8) - 1)
+    values = np.asarray(raw, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise InputError(f"{meta.source_path}: the crop has no finite pixel")
+    median = float(np.median(values))
+    return Normalization(median - 0.5 * full_scale, median + 0.5 * full_scale)
+
+
+def roi_normalization_record(norm: Normalization) -> dict[str, Any]:
+    """``<stem>_meta.json``'s ``normalization`` in ROI mode: the rule and its ``low``/``high``."""
+    return {"rule": ROI_NORMALIZATION_RULE, "low": float(norm.low), "high": float(norm.high)}
+
+
+def roi_padding(shape: tuple[int, int], window_px: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((top, bottom), (left, right))`` that bring ``shape`` up to at least one window,
+    the crop centred (so its four borders get the same mirrored context)."""
+    pads = []
+    for n in shape:
+        extra = max(0, int(window_px) - int(n))
+        pads.append((extra // 2, extra - extra // 2))
+    return pads[0], pads[1]
+
+
+def reflect_pad(image: np.ndarray, pad: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    """``image`` mirrored outwards by ``pad`` (repeatedly when the pad exceeds the image; edge
+    values along an axis of one pixel, which has nothing to mirror)."""
+    mode = "reflect" if min(image.shape) > 1 else "edge"
+    return np.pad(image, pad, mode=mode)
 
 
 def inside_skin_margin(region: np.ndarray, spacing_mm: tuple[float, float],
@@ -175,6 +224,11 @@ class SegmentConfig:
         tt_gpr: TT-GPR's settings (its terms, windows, projections, rounds, seed).
         write_seg: write ``<stem>_seg.dcm`` for DICOM inputs. It changes which files are
             written, not the results, so it is not among the settings compared on reruns.
+        roi: the input is a crop taken inside the breast (``segment --roi``): no breast mask
+            and no skin margin (the searched region is every pixel; ``exclude_pectoral`` and
+            ``skin_margin_mm`` do not apply), intensity by :func:`fit_roi_normalization`
+            (a crop's own percentiles stretch its noise), and a crop smaller than a network
+            window is reflect-padded to one window on the model's grid, not refused.
     """
 
     method: Literal["model", "classical"] = "model"
@@ -191,6 +245,7 @@ class SegmentConfig:
     refine: bool = False
     tt_gpr: RefineConfig = field(default_factory=RefineConfig)
     write_seg: bool = True
+    roi: bool = False
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
@@ -366,11 +421,22 @@ class Segmenter:
         work_region = resample(region.astype(np.float32), zoom, order=0) > 0.5
         work = fill_outside(work, work_region)
         assert self.model is not None
+        pad = roi_padding(work.shape, self.config.window_px) if self.config.roi else ((0, 0), (0, 0))
+        if any(any(p) for p in pad):
+            # a crop smaller than a window: mirrored tissue around it, not a flat edge
+            work = reflect_pad(work, pad)
+            work_region = np.pad(work_region, pad, mode="constant")
         result = sliding_window_logits(
             work, work_region, self.model, self.config.window_px, self.config.overlap,
             self.batch_size, self.device, self.autocast,
         )
         logits = result.logits
+        if any(any(p) for p in pad):
+            (top, bottom), (left, right) = pad
+            logits = logits[top: logits.shape[0] - bottom, left: logits.shape[1] - right]
+            work = work[top: work.shape[0] - bottom, left: work.shape[1] - right]
+            work_region = work_region[top: work_region.shape[0] - bottom,
+                                      left: work_region.shape[1] - right]
         uncertainty = None
         refine_info: dict[str, Any] = {}
         if self.refiner is not None:
@@ -388,6 +454,8 @@ class Segmenter:
             "windows_total": result.n_windows_total,
             "network_s": round(result.network_s, 4),
         }
+        if self.config.roi:
+            info["roi_padding_px"] = [list(p) for p in pad]
         if self.refiner is not None:
             info["tt_gpr"] = {"generator": self.generator_info, **refine_info}
         return prob, uncertainty, info
@@ -399,6 +467,9 @@ class Segmenter:
     def prepare(self, path: str | Path, stem: str | None = None) -> PreparedImage:
         """Steps 1-2 (read, breast region, intensity normalisation): no model, no device.
 
+        With ``config.roi`` the region is the whole crop and the intensity rule is
+        :func:`fit_roi_normalization`.
+
         Safe to run in another thread while :meth:`detect` runs the previous image, which is
         how :mod:`mcgenref.inference.batch` keeps the device busy.
         """
@@ -408,13 +479,24 @@ class Segmenter:
         raw, meta = read_image(path, pixel_spacing_mm=self.pixel_spacing_mm)
         timings["read_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
+        spacing = (float(meta.pixel_spacing_mm[0]), float(meta.pixel_spacing_mm[1]))
+        if self.config.roi:
+            # a crop inside the breast: every pixel is searched, no skin to keep away from, and
+            # no chest wall to orient a SEG by (chest_wall_left None: no derived orientation)
+            region = np.ones(raw.shape, dtype=bool)
+            norm = fit_roi_normalization(raw, meta)
+            image = norm.apply(raw).astype(np.float32)
+            timings["preprocess_s"] = time.perf_counter() - t1
+            return PreparedImage(
+                path=path, stem=stem or path.stem, image=image, region=region, spacing=spacing,
+                image_meta=meta, normalization=roi_normalization_record(norm), timings=timings,
+            )
         breast = segment_breast(raw, meta)
         # segment_breast leaves the pectoral muscle out of ``breast``; put it back if asked to
         region = breast.breast if self.config.exclude_pectoral else breast.breast | breast.pectoral
         if not region.any():
             raise InputError(f"{path}: no breast region found")
         norm = fit_normalization(raw, region, *self.percentiles)
-        spacing = (float(meta.pixel_spacing_mm[0]), float(meta.pixel_spacing_mm[1]))
         region = inside_skin_margin(region, spacing, self.config.skin_margin_mm)
         if not region.any():
             raise InputError(f"{path}: no breast region left inside the skin margin")

@@ -414,7 +414,7 @@ def write_evaluation_report(out_dir: Path, pred_dir: Path | None = None) -> Path
         _page_start(fh, "mcgenref evaluation report")
         if not metrics:
             fh.write("<p class=\"error\">metrics.json is missing or unreadable.</p>\n")
-        else:
+        elif metrics.get("truth_format") != "roi":
             fh.write(f"<p>{_esc(metrics.get('n_images'))} image(s) scored; truth format "
                      f"{_esc(metrics.get('truth_format'))}; MC hit within "
                      f"{_esc(settings.get('tolerance_mm'))} mm; cluster circle enlarged by "
@@ -422,6 +422,9 @@ def write_evaluation_report(out_dir: Path, pred_dir: Path | None = None) -> Path
                      f"{_esc(int(settings.get('confidence', 0.95) * 100))} % bootstrap "
                      f"confidence intervals ({_esc(settings.get('n_bootstrap'))} resamples of "
                      "the images).</p>\n")
+        roi = metrics.get("roi")
+        if roi:
+            _roi_section(fh, roi)
         px = metrics.get("pixel")
         if px:
             fh.write(f"<h2>Pixel metrics</h2>\n<p class=\"note\">Inside the breast, "
@@ -500,6 +503,22 @@ def write_evaluation_report(out_dir: Path, pred_dir: Path | None = None) -> Path
                 fh.write("</div>\n")
         _page_end(fh)
     return path
+
+
+def _roi_section(fh: IO[str], roi: dict[str, Any]) -> None:
+    """ROI AUC of the detector's crop scores beside the crops' trivial statistics."""
+    fh.write("<h2>ROI AUC</h2>\n")
+    fh.write(f"<p class=\"note\">{_esc(roi.get('n_crops'))} crops "
+             f"({_esc(roi.get('n_calcification_crops'))} calcification, "
+             f"{_esc(roi.get('n_normal_crops'))} normal) of {_esc(roi.get('n_cases'))} cases; "
+             "confidence intervals resample cases. Primary score: "
+             f"{_esc(roi.get('primary_score'))}. The trivial statistics need no detector: a "
+             "detector's AUC means something only beside them.</p>\n")
+    rows = [[f"detector: {k}", v.get("auc"), _ci(v.get("ci"))]
+            for k, v in (roi.get("auc") or {}).items()]
+    rows += [[f"trivial: {k}", v.get("auc"), _ci(v.get("ci"))]
+             for k, v in (roi.get("trivial_auc") or {}).items()]
+    _table(fh, ["score", "AUC", "95 % CI"], rows, cls="metrics roi")
 
 
 def _per_image_table(fh: IO[str], path: Path) -> None:
