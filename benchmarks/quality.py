@@ -174,15 +174,14 @@ def _circles_mm(pred, truth) -> np.ndarray:  # noqa: ANN001
                     dtype=float).reshape(-1, 3)
 
 
-def froc_variants(folder: Path, stems: list[str], work: Path, name: str,
-                  merge: bool = True, components: bool = True) -> dict:
+def froc_variants(folder: Path, stems: list[str], work: Path, name: str, merge: bool) -> dict:
     """The cluster FROC of the images ``stems`` computed by the library
     (:func:`mcgenref.evaluation.metrics.froc_clusters`) with ``evaluate``'s thresholds, tolerance
-    and candidate cap, on peaks (``evaluate``'s detections) and (``components``) on the
-    8-connected components of ``prob >= t`` (``evaluate``'s detections before issue 12),
-    grouped by the shipped rule with or without ``merge``. ``sensitivity_falls``: threshold
-    steps at which the sensitivity falls as the threshold is lowered (0 for a FROC that
-    cannot fall)."""
+    and candidate cap, on peaks (``evaluate``'s detections) and on the 8-connected components
+    of ``prob >= t`` (``evaluate``'s detections before issue 12), grouped by the shipped rule
+    with or without ``merge``. ``at_operating``: the point at the images' (one) operating
+    threshold. ``sensitivity_falls``: threshold steps at which the sensitivity falls as the
+    threshold is lowered."""
     from mcgenref.clusters import ClusterRule
     from mcgenref.evaluation.evaluate import (
         DEFAULT_CLUSTER_TOLERANCE_MM,
@@ -198,11 +197,13 @@ def froc_variants(folder: Path, stems: list[str], work: Path, name: str,
     if len(rules) != 1:
         raise SystemExit(f"{name}: the images were grouped by different rules")
     rule = dataclasses.replace(ClusterRule.from_dict(pairs[0][0].rule or {}), merge=merge)
-    thresholds = froc_thresholds(DEFAULT_N_THRESHOLDS, sorted({p.threshold for p, _ in pairs}))
+    operating = sorted({p.threshold for p, _ in pairs})
+    if len(operating) != 1:
+        raise SystemExit(f"{name}: the images were segmented at different thresholds")
+    thresholds = froc_thresholds(DEFAULT_N_THRESHOLDS, operating)
+    k_op = int(np.argmin(np.abs(thresholds - operating[0])))
     out = {"n_normal_images": sum(t.is_normal for _, t in pairs), "merge": merge}
-    detections = (("peaks", PEAK_RULE), ("components", None)) if components else (
-        ("peaks", PEAK_RULE),)
-    for kind, peaks in detections:
+    for kind, peaks in (("peaks", PEAK_RULE), ("components", None)):
         curve = froc_clusters(
             [p.prob for p, _ in pairs], [_circles_mm(p, t) for p, t in pairs],
             [t.is_normal for _, t in pairs], thresholds, [p.spacing for p, _ in pairs],
@@ -214,6 +215,9 @@ def froc_variants(folder: Path, stems: list[str], work: Path, name: str,
         out[kind] = {
             "at": {f"{k:g}": sensitivity_at(curve, k) for k in FP_RATES},
             "mean_sensitivity_1_8_to_8": mean_sensitivity(curve),
+            "at_operating": {"threshold": float(thresholds[k_op]),
+                             "sensitivity": float(curve.sensitivity[k_op]),
+                             "false_clusters_per_normal_image": float(curve.fp_rate[k_op])},
             "sensitivity_falls": int(np.sum(steps < -1e-12)),
             "largest_fall": float(max(0.0, -steps.min())) if len(steps) else 0.0,
         }
@@ -244,9 +248,14 @@ def moved(segmented: dict, work: Path) -> list[dict]:
     ]
 
 
-def _reported(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``segment``'s MC table of one image (positions in mm, peak probabilities) and its
-    ``clusters.json``."""
+#: Lower thresholds at which the clusters are also counted (a weaker operating point: merging
+#: matters where more MCs are found).
+COUNT_THRESHOLDS = (0.9, 0.5)
+
+
+def _mc_table(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``segment``'s MC table of one image (positions ``(y_mm, x_mm)``, peak probabilities)
+    and its ``clusters.json``."""
     from mcgenref.io.predictions import CALCIFICATIONS_SUFFIX, CLUSTERS_SUFFIX
 
     with open(folder / f"{stem}{CALCIFICATIONS_SUFFIX}", newline="") as f:
@@ -256,57 +265,86 @@ def _reported(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray, dict]:
     return pts, scores, json.loads((folder / f"{stem}{CLUSTERS_SUFFIX}").read_text())
 
 
-def _regroup(folder: Path, stem: str) -> dict:
-    """The image's MCs grouped before (``merge=False``: the seed groups) and after merging (the
-    rule ``segment`` used; checked against the clusters it reported)."""
-    from mcgenref.clusters import ClusterRule, group_clusters
+def _detections(pred, source: str) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """MCs of one prediction, ``(y_mm, x_mm)`` and scores: ``"components"`` of its mask (the
+    MCs before issue 12; scored by their peak probability) or ``"peaks>=t"`` of its map."""
+    from mcgenref.detections import find_peaks
+    from mcgenref.evaluation.evaluate import PEAK_RULE
+    from mcgenref.evaluation.metrics import components
 
-    pts, scores, reported = _reported(folder, stem)
-    after = ClusterRule.from_dict(reported["rule"])
-    out = {"mcs": len(pts)}
-    for when, rule in (("before", dataclasses.replace(after, merge=False)), ("after", after)):
-        out[when] = [pts[list(c.members)] for c in group_clusters(pts, scores, rule=rule)]
-    if len(out["after"]) != len(reported["clusters"]):
-        raise SystemExit(f"{stem}: regrouping the MC table gives {len(out['after'])} clusters, "
-                         f"segment reported {len(reported['clusters'])}")
+    if source == "components":
+        mcs = components(pred.mask, pred.spacing, pred.prob, pred.breast)
+        pts = np.array([[o.row, o.col] for o in mcs], dtype=float).reshape(-1, 2)
+        return pts * np.asarray(pred.spacing), np.array([o.peak_prob for o in mcs])
+    t = float(source.removeprefix("peaks>="))
+    found = find_peaks(pred.prob, pred.spacing, PEAK_RULE, pred.breast, min_score=t)
+    return found.points_px * np.asarray(pred.spacing), found.scores
+
+
+def _count(groups: list, circles: np.ndarray) -> dict:
+    """Detected clusters (members in mm) against the labelled circles of one image."""
+    from mcgenref.evaluation.evaluate import DEFAULT_CLUSTER_TOLERANCE_MM as TOL
+    from mcgenref.evaluation.metrics import cluster_detection
+
+    per_circle = [cluster_detection(groups, c[None, :], TOL) for c in circles]
+    return {"clusters": len(groups),
+            "on_each_labelled": [int(m.matched.sum()) for m in per_circle],
+            "found": sum(m.n_found for m in per_circle),
+            "elsewhere": int((~cluster_detection(groups, circles, TOL).matched).sum())}
+
+
+def _total(rows: list[dict], normals: list[dict], when: str) -> dict:
+    out = {k: sum(r[when][k] for r in rows) for k in ("clusters", "found", "elsewhere")}
+    on = [n for r in rows for n in r[when]["on_each_labelled"]]
+    out.update(on_labelled=sum(on), most_on_one_labelled=max(on, default=0),
+               labelled_with_several=sum(n > 1 for n in on),
+               clusters_per_normal=sum(n[when] for n in normals) / max(len(normals), 1))
     return out
 
 
-def cluster_counts(folder: Path, calc: list[str], normals: list[str]) -> dict:
-    """Per labelled cluster of the calcification images: the clusters ``segment`` reports on
-    it (its MC table's peaks at the operating point, grouped by the shipped rule) before
-    (``merge=False``) and after merging; and the clusters it reports on the normals."""
-    from mcgenref.evaluation.evaluate import DEFAULT_CLUSTER_TOLERANCE_MM as TOL
-    from mcgenref.evaluation.metrics import cluster_detection
+def cluster_counts(folder: Path, calc: list[str], normals: list[str], threshold: float) -> dict:
+    """Clusters reported per labelled cluster of the calcification images, before
+    (``ClusterRule(merge=False)``: the seed groups) and after merging (the shipped rule), and
+    per test normal; for ``segment``'s MC table at the operating point (checked against its
+    ``clusters.json``), for the mask's components (the MCs before issue 12) and for the
+    peaks at :data:`COUNT_THRESHOLDS`."""
+    from mcgenref.clusters import ClusterRule, group_clusters
     from mcgenref.evaluation.truth import read_truth
     from mcgenref.io.predictions import read_prediction
 
     truths = read_truth(_info_txt(), "mias")
-    rows = []
-    for stem in calc:
-        circles = _circles_mm(read_prediction(folder, stem), truths[stem])
-        groups = _regroup(folder, stem)
-        row = {"stem": stem, "labelled": len(circles), "mcs": groups["mcs"]}
-        for when in ("before", "after"):
-            members = groups[when]
-            per_circle = [cluster_detection(members, c[None, :], TOL) for c in circles]
-            row[when] = {
-                "clusters": len(members),
-                "on_each_labelled": [int(m.matched.sum()) for m in per_circle],
-                "found": sum(m.n_found for m in per_circle),
-                "elsewhere": int((~cluster_detection(members, circles, TOL).matched).sum()),
-            }
-        rows.append(row)
-    total: dict = {"labelled": sum(r["labelled"] for r in rows)}
-    normal_groups = [_regroup(folder, s) for s in normals]
-    for when in ("before", "after"):
-        total[when] = {k: sum(r[when][k] for r in rows) for k in ("clusters", "found", "elsewhere")}
-        on = [n for r in rows for n in r[when]["on_each_labelled"]]
-        total[when]["on_labelled"] = sum(on)
-        total[when]["most_on_one_labelled"] = max(on, default=0)
-        total[when]["clusters_per_normal"] = (
-            sum(len(g[when]) for g in normal_groups) / len(normals))
-    return {"images": rows, "total": total, "n_normals": len(normals)}
+    sources = ["mc_table", "components", *(f"peaks>={t:g}" for t in COUNT_THRESHOLDS)]
+    out: dict = {"threshold": threshold, "n_normals": len(normals), "sources": {}}
+    for source in sources:
+        rows, normal_counts = [], []
+        for stem in calc + normals:
+            pred = read_prediction(folder, stem)
+            if source == "mc_table":
+                pts, scores, reported = _mc_table(folder, stem)
+                rule = ClusterRule.from_dict(reported["rule"])
+            else:
+                pts, scores = _detections(pred, source)
+                rule = ClusterRule.from_dict(pred.rule or {})
+            row: dict = {"stem": stem, "mcs": len(pts)}
+            circles = _circles_mm(pred, truths[stem])
+            for when, r in (("before", dataclasses.replace(rule, merge=False)), ("after", rule)):
+                groups = [pts[list(c.members)] for c in group_clusters(pts, scores, rule=r)]
+                row[when] = _count(groups, circles) if stem in calc else len(groups)
+            if source == "mc_table":
+                n_after = row["after"]["clusters"] if stem in calc else row["after"]
+                if n_after != len(reported["clusters"]):
+                    raise SystemExit(f"{stem}: regrouping the MC table gives {n_after} "
+                                     f"clusters, segment reported {len(reported['clusters'])}")
+            if stem in calc:
+                row["labelled"] = len(circles)
+                rows.append(row)
+            else:
+                normal_counts.append(row)
+        out["sources"][source] = {
+            "images": rows, "labelled": sum(r["labelled"] for r in rows),
+            "before": _total(rows, normal_counts, "before"),
+            "after": _total(rows, normal_counts, "after")}
+    return out
 
 
 def magic5_roi(work: Path, n_boot: int) -> dict | None:
@@ -397,13 +435,16 @@ def main() -> None:
         real = real_clusters(segmented, work, args.bootstrap)
         result = {
             "machine": _machine(),
+            "images_segmented": {m: segmented[m]["images_segmented"] for m in METHODS},
             "real": real_rows(real, args.model),
             "peaks_vs_components": moved(segmented, work),
             "cluster_counts": cluster_counts(segmented["model"]["folder"], calc_refs(),
-                                             parts.part("test")),
+                                             parts.part("test"),
+                                             _operating_threshold(args.model, "model")),
             "calibration_split_choice": calibration_choice(segmented, real, work),
         }
         plot(real, args.out / "froc_clusters.png")
+        _check_same(result)
         result["magic5_roi"] = None if args.no_roi else magic5_roi(work, args.bootstrap)
     result["synthetic"] = synthetic_pixels(args.model, args.synthetic, args.bootstrap)
     result["runtime_s"] = round(time.perf_counter() - t0, 1)
@@ -411,6 +452,18 @@ def main() -> None:
     lines = table_lines(result, args.model)
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _check_same(result: dict) -> None:
+    """The library's peak FROC of the reported images is ``evaluate``'s (the same maps, rule
+    and thresholds): a check that this script measures what ``evaluate`` reports."""
+    ours = next(r for r in result["peaks_vs_components"] if r["setting"].startswith("this"))
+    theirs = next(r for r in result["real"] if r["method"] == "model")
+    for k in FP_RATES:
+        a, b = ours["at"][f"{k:g}"], theirs["at"][k]["sensitivity"]
+        a, b = (np.nan if v is None else float(v) for v in (a, b))
+        if not np.isclose(a, b, atol=1e-9, equal_nan=True):
+            raise SystemExit(f"peak FROC at {k:g} FP: {a} here, {b} from evaluate")
 
 
 def real_rows(real: dict, model: Path) -> list[dict]:
@@ -495,11 +548,14 @@ def moved_lines(result: dict) -> list[str]:
         "the threshold falls; peaks only add detections, but the cluster grouping of the added "
         "peaks may still move a cluster out of a circle).", "",
         "| setting | " + " | ".join(f"sens @ {k:g}" for k in FP_RATES)
-        + " | mean 1/8-8 | falls (largest) |",
-        "|---|" + "---|" * (len(FP_RATES) + 2)]
+        + " | mean 1/8-8 | at the operating point: sens, FP/normal | falls (largest) |",
+        "|---|" + "---|" * (len(FP_RATES) + 3)]
     for r in result["peaks_vs_components"]:
         cells = [_fmt(r["at"][f"{k:g}"], 2) for k in FP_RATES]
         cells.append(_fmt(r["mean_sensitivity_1_8_to_8"], 3))
+        op = r["at_operating"]
+        cells.append(f"t={op['threshold']:g}: {_fmt(op['sensitivity'], 2)}, "
+                     f"{_fmt(op['false_clusters_per_normal_image'], 2)}")
         cells.append(f"{r['sensitivity_falls']} ({_fmt(r['largest_fall'], 2)})")
         lines.append(f"| {r['setting']} | " + " | ".join(cells) + " |")
     lines += ["", *MOVED_NOTES, ""]
@@ -508,33 +564,44 @@ def moved_lines(result: dict) -> list[str]:
 
 def count_lines(result: dict) -> list[str]:
     c = result["cluster_counts"]
-    t = c["total"]
+    table = c["sources"]["mc_table"]
     lines = [
         "## One cluster per finding: clusters reported per labelled cluster", "",
-        "The shipped model at its operating point: `segment`'s MC table (peaks) of each "
-        "calcification image grouped by the shipped rule without merging (`merge=False`: the "
-        "seed groups, as before issue 12) and with it (what `segment` now reports; checked "
-        "against its `clusters.json`). *On each labelled*: detected clusters reaching each "
-        "labelled circle (a member within its radius + 2 mm), in Info.txt order.", "",
+        f"The shipped model at its operating point ({c['threshold']:g}): `segment`'s MC table "
+        "(peaks) of each calcification image grouped by the shipped rule without merging "
+        "(`ClusterRule(merge=False)`: the seed groups, as before issue 12) and with it (what "
+        "`segment` now reports; checked against its `clusters.json`). *On each labelled*: "
+        "detected clusters reaching each labelled circle (a member within its radius + 2 mm), "
+        "in Info.txt order.", "",
         "| image | labelled | MCs | clusters before | on each labelled before | "
         "clusters after | on each labelled after | labelled found (before → after) |",
         "|---|---|---|---|---|---|---|---|"]
-    for r in c["images"]:
+    for r in table["images"]:
         b, a = r["before"], r["after"]
         lines.append(f"| {r['stem']} | {r['labelled']} | {r['mcs']} | {b['clusters']} | "
                      f"{', '.join(map(str, b['on_each_labelled']))} | {a['clusters']} | "
                      f"{', '.join(map(str, a['on_each_labelled']))} | "
                      f"{b['found']} → {a['found']} |")
-    b, a = t["before"], t["after"]
     lines += [
-        f"| **total** | {t['labelled']} | | {b['clusters']} | {b['on_labelled']} "
-        f"(at most {b['most_on_one_labelled']} on one) | {a['clusters']} | {a['on_labelled']} "
-        f"(at most {a['most_on_one_labelled']} on one) | {b['found']} → {a['found']} |", "",
-        f"Clusters reported away from every labelled circle: {b['elsewhere']} before, "
-        f"{a['elsewhere']} after merging. On the {c['n_normals']} test normals: "
-        f"{_fmt(b['clusters_per_normal'], 2)} clusters per image before, "
-        f"{_fmt(a['clusters_per_normal'], 2)} after merging (all false).", ""]
-    return lines
+        "", "Totals over the 8 images, for these MCs and for two other detections: the mask's "
+        "connected components at the operating point (`segment`'s MCs before issue 12, scored "
+        "by their peak probability) and the peaks at lower thresholds (where more MCs are "
+        f"found). *Normals*: clusters per test normal ({c['n_normals']} images; all false).", "",
+        "| MCs | merging | clusters (10 labelled) | on the labelled | labelled with > 1 | "
+        "most on one | elsewhere | labelled found | clusters per normal |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    names = {"mc_table": f"MC table (peaks ≥ {c['threshold']:g})",
+             "components": f"components ≥ {c['threshold']:g}"}
+    for source, block in c["sources"].items():
+        for when in ("before", "after"):
+            t = block[when]
+            lines.append(
+                f"| {names.get(source, source.replace('>=', ' ≥ '))} | "
+                f"{'yes' if when == 'after' else 'no'} | {t['clusters']} | {t['on_labelled']} | "
+                f"{t['labelled_with_several']} | {t['most_on_one_labelled']} | "
+                f"{t['elsewhere']} | {t['found']}/{block['labelled']} | "
+                f"{_fmt(t['clusters_per_normal'], 2)} |")
+    return lines + [""]
 
 
 def calibration_lines(result: dict, model: Path) -> list[str]:
@@ -617,10 +684,20 @@ def synthetic_lines(result: dict) -> list[str]:
     return lines
 
 
+def _reuse_note(result: dict) -> str:
+    done = result["images_segmented"]
+    n = len(calc_refs()) + len(recipe.split().part("test")) + len(recipe.split().part("calibration"))
+    if all(v == n for v in done.values()):
+        return ""
+    return (" (" + ", ".join(f"{m}: {v} of {n} images segmented in this run" for m, v in
+                             done.items()) + "; the others were reused from `--work`)")
+
+
 def table_lines(result: dict, model: Path) -> list[str]:
     return [
         "# Quality: default model vs classical baseline", "",
-        f"`python benchmarks/quality.py` on {result['machine']}; {result['runtime_s']} s.", "",
+        f"`python benchmarks/quality.py` on {result['machine']}; {result['runtime_s']} s"
+        f"{_reuse_note(result)}.", "",
         *real_lines(result), *moved_lines(result), *count_lines(result),
         *calibration_lines(result, model), *roi_lines(result), *synthetic_lines(result)]
 
