@@ -425,7 +425,13 @@ def main() -> None:
                     help="keep the prediction folders here (derived from real data: outside the "
                     "repository) and reuse the images finished there; default: a temporary "
                     "folder, deleted")
+    ap.add_argument("--tables-only", action="store_true",
+                    help="rewrite table.md from --out/table.json (no segmentation)")
     args = ap.parse_args()
+    if args.tables_only:
+        result = json.loads((args.out / "table.json").read_text())
+        (args.out / "table.md").write_text("\n".join(table_lines(result, args.model)) + "\n")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     parts = recipe.split()
@@ -518,7 +524,8 @@ def real_lines(result: dict) -> list[str]:
         "|---|" + "---|" * (len(FP_RATES) + 2),
     ]
     for r in result["real"]:
-        cells = [_at_cell(r["at"].get(k)) for k in FP_RATES]
+        # keys are floats in this process and strings once read back from table.json
+        cells = [_at_cell(r["at"].get(k, r["at"].get(str(k)))) for k in FP_RATES]
         on = next((o for o in r["operating_on_froc"]
                    if abs(o["threshold"] - r["threshold"]) < 1e-6), None)
         cells.append("n/a" if on is None else
