@@ -224,6 +224,9 @@ def test_fine_tune_with_hard_negatives(tmp_path: Path, phantom_folder: Path) -> 
     assert training_record["hard_negatives"]["per_batch"] == 1  # round(0.5 * batch 2)
     assert training_record["hard_negatives"]["centres"] == 3
     assert json.loads((tmp_path / "tuned" / "config.json").read_text())["hard_negative_fraction"] == 0.5
+    # the checkpoint, a loadable model folder too, says the same
+    _, checkpoint_meta = load_model(tmp_path / "tuned" / "checkpoint")
+    assert checkpoint_meta["extra"]["training"]["hard_negatives"]["sha256"] == training_record["hard_negatives"]["sha256"]
     # a changed hard-negative file is refused on resume
     hard.write_text(json.dumps({"candidates": json.loads(_hard_file(tmp_path, phantom_folder).read_text())["candidates"][:2]}))
     with pytest.raises(ConfigError, match="changed since the run started"):

@@ -711,7 +711,8 @@ def _train(
             "val_history": val_history,
         }
         save_training_state(out_dir / "checkpoint", tensors, state, ema, config.model,
-                            {**extra, "training": {"step": step, "ema": True}})
+                            {**extra, "training": {"step": step, "ema": True, "init_from": init_record,
+                                                   "hard_negatives": hard_record}})
 
     stop = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
     hard_per_batch = round(config.hard_negative_fraction * config.batch_size)
