@@ -227,7 +227,10 @@ def cmd_measure(args: argparse.Namespace) -> None:
     result = {"split": args.split, "model": str(args.model), "skin_margin_mm": args.skin_margin,
               "sensitivity_at_false_clusters_per_normal": sensitivity_at_fp(metrics)}
     if args.split == "calibration":
-        result["operating_point"] = choose_threshold(metrics)
+        try:
+            result["operating_point"] = choose_threshold(metrics)
+        except SystemExit as exc:  # no threshold qualifies: say so, keep the numbers
+            result["operating_point"] = {"none": str(exc)}
     if args.threshold is not None:
         result["at_threshold"] = froc_at(metrics, args.threshold)
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
