@@ -49,3 +49,68 @@ def test_no_usable_negative_is_an_error(tmp_path) -> None:
     Image.fromarray(np.full((40, 40), 100, np.uint8) + np.eye(40, dtype=np.uint8)).save(small)
     with pytest.raises(InputError):
         NegativePatchSampler([small], 256, pixel_spacing_mm=0.2)
+
+
+# --------------------------------------------------------------------------- hard negatives
+
+
+def _hard_file(tmp_path, centres) -> object:
+    import json
+
+    path = tmp_path / "hard.json"
+    path.write_text(json.dumps({"candidates": [
+        {"image": str(p), "row": r, "col": c, "score": 0.99} for p, r, c in centres
+    ]}))
+    return path
+
+
+def test_hard_negative_patches_hold_their_centre(phantom_folder, tmp_path) -> None:
+    from mcgenref.synthesis.patches import HardNegativePatchSampler, read_hard_negatives
+    from mcgenref.synthesis.sample import generate_sample
+    from mcgenref.synthesis.config import SynthesisConfig
+
+    paths = sorted(phantom_folder.glob("*.png"))
+    base = NegativePatchSampler(paths, 32, PatchSamplerConfig(target_spacing_mm=0.4),
+                                pixel_spacing_mm=0.2)
+    neg = base.negatives[1]
+    # a centre in the middle of image 1's breast, on the ORIGINAL grid (0.2 mm: 2x the work grid)
+    mid = neg.valid_origins[len(neg.valid_origins) // 2] + 16
+    orig = (int(mid[0] + neg.crop_origin[0]) * 2, int(mid[1] + neg.crop_origin[1]) * 2)
+    unknown = (tmp_path / "elsewhere.png", 10, 10)
+    centres = read_hard_negatives(_hard_file(tmp_path, [(paths[1], *orig), unknown]))
+    hard = HardNegativePatchSampler(base, centres)
+    assert len(hard) == 1 and hard.n_dropped == 1 and hard.centre_margin_px == 8
+    rng = np.random.default_rng(0)
+    corners = set()
+    for _ in range(30):
+        image, breast, source = hard.draw(rng)
+        assert source["path"] == neg.source_path and breast.mean() >= 0.95
+        r, c = mid[0] - source["row"], mid[1] - source["col"]
+        # the centre lies at least a quarter patch (8 px) inside the 32 px patch
+        assert 8 <= r <= 23 and 8 <= c <= 23
+        assert np.array_equal(image, neg.image[source["row"]:source["row"] + 32,
+                                               source["col"]:source["col"] + 32])
+        assert source["hard_negative"] == {"original_row": orig[0], "original_col": orig[1]}
+        corners.add((source["row"], source["col"]))
+    assert len(corners) > 5  # the position inside the patch varies
+    # it stands in for the base sampler in the synthesis, and its samples replay with the base
+    config = SynthesisConfig(patch_size_px=32)
+    sample = generate_sample(7, config, hard, (0.4, 0.4))
+    assert sample.record["source"]["hard_negative"]["original_row"] == orig[0]
+    from mcgenref.synthesis.sample import replay_sample
+
+    assert np.array_equal(replay_sample(sample.record, config, base).image, sample.image)
+
+
+def test_hard_negative_file_errors(phantom_folder, tmp_path) -> None:
+    from mcgenref.synthesis.patches import HardNegativePatchSampler, read_hard_negatives
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"centres": []}')
+    with pytest.raises(InputError, match="not a hard-negative file"):
+        read_hard_negatives(bad)
+    paths = sorted(phantom_folder.glob("*.png"))
+    base = NegativePatchSampler(paths[:1], 32, pixel_spacing_mm=0.2)
+    # a centre in the air corner has no valid patch around it
+    with pytest.raises(InputError, match="none of the 1"):
+        HardNegativePatchSampler(base, read_hard_negatives(_hard_file(tmp_path, [(paths[0], 0, 0)])))

@@ -191,6 +191,93 @@ def test_tiny_run_on_negatives(tmp_path: Path, phantom_folder: Path) -> None:
     assert len(run["negatives"]) == 3 and run["pixel_spacing_mm"] == 0.2
 
 
+def _hard_file(tmp_path: Path, phantom_folder: Path) -> Path:
+    """A hard-negative file with one centre in the middle of each phantom's breast."""
+    from mcgenref.synthesis.patches import NegativePatchSampler
+
+    sampler = NegativePatchSampler(sorted(phantom_folder.glob("*.png")), 32, pixel_spacing_mm=0.2)
+    candidates = []
+    for neg in sampler.negatives:
+        row, col = neg.valid_origins[len(neg.valid_origins) // 2] + 16 + np.array(neg.crop_origin)
+        candidates.append({"image": neg.source_path, "row": int(row), "col": int(col)})
+    path = tmp_path / "hard.json"
+    path.write_text(json.dumps({"candidates": candidates}))
+    return path
+
+
+def test_fine_tune_with_hard_negatives(tmp_path: Path, phantom_folder: Path) -> None:
+    import hashlib
+
+    base = run_training("segmentor", tmp_path / "base", [phantom_folder],
+                        dataclasses.replace(TINY, steps=2), device="cpu", progress=False,
+                        pixel_spacing_mm=0.2)
+    hard = _hard_file(tmp_path, phantom_folder)
+    config = dataclasses.replace(TINY, steps=2, init_from=base["model_dir"],
+                                 hard_negatives_path=str(hard), hard_negative_fraction=0.5)
+    run_training("segmentor", tmp_path / "tuned", [phantom_folder], config, device="cpu",
+                 progress=False, pixel_spacing_mm=0.2)
+    _, base_meta = load_model(base["model_dir"])
+    _, meta = load_model(tmp_path / "tuned" / "model")
+    training_record = meta["extra"]["training"]
+    assert training_record["init_from"]["weights_sha256"] == base_meta["weights"]["sha256"]
+    assert training_record["hard_negatives"]["sha256"] == hashlib.sha256(hard.read_bytes()).hexdigest()
+    assert training_record["hard_negatives"]["per_batch"] == 1  # round(0.5 * batch 2)
+    assert training_record["hard_negatives"]["centres"] == 3
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["hard_negative_fraction"] == 0.5
+    # the checkpoint, a loadable model folder too, says the same
+    _, checkpoint_meta = load_model(tmp_path / "tuned" / "checkpoint")
+    assert checkpoint_meta["extra"]["training"]["hard_negatives"]["sha256"] == training_record["hard_negatives"]["sha256"]
+    # a changed hard-negative file is refused on resume
+    hard.write_text(json.dumps({"candidates": json.loads(_hard_file(tmp_path, phantom_folder).read_text())["candidates"][:2]}))
+    with pytest.raises(ConfigError, match="changed since the run started"):
+        run_training("segmentor", tmp_path / "tuned", None, None, device="cpu", progress=False,
+                     resume=True, steps=4)
+
+
+def test_initial_weights_are_the_model_folder_s(tmp_path: Path) -> None:
+    from mcgenref.models.segmentor import build_segmentor
+    from mcgenref.training.loop import _load_initial_weights
+
+    base = run_training("segmentor", tmp_path / "base", None, dataclasses.replace(TINY, steps=1),
+                        device="cpu", progress=False)
+    saved, _ = load_model(base["model_dir"])
+    torch.manual_seed(123)
+    net = build_segmentor(TINY.model)
+    assert not all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), saved.state_dict().values()))
+    _load_initial_weights(net, dataclasses.replace(TINY, init_from=base["model_dir"]))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), saved.state_dict().values()))
+    other = dataclasses.replace(TINY, model=SegmentorConfig(channels=(4, 8, 16)), init_from=base["model_dir"])
+    with pytest.raises(ConfigError, match="differs from the config's 'model'"):
+        _load_initial_weights(build_segmentor(other.model), other)
+    with pytest.raises(ConfigError, match="init_from"):
+        _load_initial_weights(net, dataclasses.replace(TINY, init_from=str(tmp_path / "none")))
+
+
+def test_hard_share_of_each_batch(phantom_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcgenref.training.loop as loop
+    from mcgenref.synthesis.patches import (
+        HardNegativePatchSampler,
+        NegativePatchSampler,
+        read_hard_negatives,
+    )
+
+    base = NegativePatchSampler(sorted(phantom_folder.glob("*.png")), 32, pixel_spacing_mm=0.2)
+    hard = HardNegativePatchSampler(base, read_hard_negatives(_hard_file(tmp_path, phantom_folder)))
+    config = dataclasses.replace(TINY, batch_size=4, procedural_fraction=0.5)
+    used = []
+    real = loop.generate_sample
+    monkeypatch.setattr(loop, "generate_sample", lambda seed, cfg, sampler, *a, **k: (
+        used.append(sampler), real(seed, cfg, sampler, *a, **k))[1])
+    data = loop._Samples(training.SegmentorTask(config), base, 0, 0.5, hard, 2)
+    for i in range(8):
+        data[i]
+    # the first 2 of each batch of 4 are hard negatives; the rest negatives or procedural
+    assert [s is hard for s in used] == [True, True, False, False] * 2
+    assert all(s is base or s is None for s in used[2:4] + used[6:8])
+    with pytest.raises(ValueError, match="needs hard_negatives_path"):
+        dataclasses.replace(TINY, hard_negative_fraction=0.5)
+
+
 def test_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     straight = tmp_path / "straight"
     run_training("segmentor", straight, None, TINY, device="cpu", progress=False)

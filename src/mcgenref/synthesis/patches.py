@@ -14,11 +14,19 @@ patch corners (int32 pairs, about as large as the image): about 4 MB per mini-MI
 
 Preparation is deterministic, so a patch is identified by ``(source path, row, col)`` on the
 prepared grid, which is what a sample record stores (see :mod:`mcgenref.synthesis.sample`).
+
+Hard negatives (:class:`HardNegativePatchSampler`): patches of the same prepared images cut
+around given centres, the places where a segmentor found false candidates on a normal
+mammogram (``recipes/mine_hard_negatives.py`` mines them; :func:`read_hard_negatives` reads its
+file). Each such patch holds its centre at least ``centre_margin_px`` inside the patch, so
+the network sees the tissue around the false candidate, and otherwise obeys the same rule
+(>= ``min_breast_fraction`` breast).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -226,4 +234,132 @@ class NegativePatchSampler:
             "config": dataclasses.asdict(self.config),
             "pixel_spacing_mm": self.pixel_spacing_mm,
             "negatives": [n.source_path for n in self.negatives],
+        }
+
+
+# --------------------------------------------------------------------------- hard negatives
+
+
+@dataclass(frozen=True)
+class HardNegativeCentre:
+    """A place on a normal mammogram to cut a background patch around.
+
+    ``row``, ``col``: pixel position on the ORIGINAL image grid (origin top-left), as in the
+    segmentor's ``<stem>_calcifications.csv``; the sampler maps it to its working grid.
+    """
+
+    path: str
+    row: float
+    col: float
+
+
+def read_hard_negatives(path: str | Path) -> list[HardNegativeCentre]:
+    """The centres of a hard-negative file: JSON with ``candidates``, a list of objects with
+    ``image`` (the image file), ``row`` and ``col`` (original grid, px); other keys (scores,
+    mm positions, provenance) are ignored here. Raises :class:`InputError` for a bad file."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        centres = [
+            HardNegativeCentre(str(Path(c["image"]).resolve()), float(c["row"]), float(c["col"]))
+            for c in record["candidates"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a hard-negative file ({type(exc).__name__}: {exc})") from None
+    return centres
+
+
+class HardNegativePatchSampler:
+    """Patches of a :class:`NegativePatchSampler`'s images cut around hard-negative centres.
+
+    Args:
+        base: the sampler whose prepared images (and patch size, config) are used.
+        centres: where to cut (:func:`read_hard_negatives`); centres on images ``base`` does
+            not hold, or with no valid patch around them, are left out (``n_dropped``).
+        centre_margin_px: a centre lies at least this many pixels inside its patch (default
+            a quarter of the patch side: the centre is in the patch's middle half, so the
+            network sees the tissue around it on all sides, not a candidate on the border).
+
+    :meth:`draw` picks a centre uniformly, then uniformly one of the valid patch corners that
+    keep it ``centre_margin_px`` inside. It has the same interface as
+    :meth:`NegativePatchSampler.draw`, so it can stand in for it in
+    :func:`mcgenref.synthesis.sample.generate_sample` (synthetic MCs are still inserted as the
+    synthesis config says: the empty fraction applies as configured). Its source records are
+    the base sampler's (so :func:`~mcgenref.synthesis.sample.replay_sample` replays them with
+    the base sampler) plus ``hard_negative``: the centre on the original grid.
+
+    Raises:
+        InputError: no centre is usable.
+    """
+
+    def __init__(self, base: NegativePatchSampler, centres: Sequence[HardNegativeCentre],
+                 centre_margin_px: int | None = None) -> None:
+        self.base = base
+        self.patch_size_px = base.patch_size_px
+        s = self.patch_size_px
+        self.centre_margin_px = s // 4 if centre_margin_px is None else int(centre_margin_px)
+        if not 0 <= self.centre_margin_px <= (s - 1) // 2:
+            raise ValueError(f"centre_margin_px must be in [0, {(s - 1) // 2}]")
+        self._valid: dict[str, np.ndarray] = {}
+        # (negative, centre on the original grid, corner box r0, r1, c0, c1 (exclusive ends))
+        self._centres: list[tuple[PreparedNegative, tuple[float, float], tuple[int, int, int, int]]] = []
+        self.n_dropped = 0
+        for centre in centres:
+            neg = base._by_path.get(str(Path(centre.path).resolve()))
+            box = None if neg is None else self._corner_box(neg, centre)
+            if box is None:
+                self.n_dropped += 1
+                continue
+            self._centres.append((neg, (centre.row, centre.col), box))
+        if not self._centres:
+            raise InputError(
+                f"none of the {len(centres)} hard-negative centres has a valid "
+                f"{s}-pixel patch around it on the sampler's images"
+            )
+
+    def __len__(self) -> int:
+        return len(self._centres)
+
+    def _valid_grid(self, neg: PreparedNegative) -> np.ndarray:
+        """``grid[r, c]``: the patch with top-left corner (r, c) is valid."""
+        grid = self._valid.get(neg.source_path)
+        if grid is None:
+            s = self.patch_size_px
+            h, w = neg.image.shape
+            grid = np.zeros((max(0, h - s + 1), max(0, w - s + 1)), dtype=bool)
+            grid[neg.valid_origins[:, 0], neg.valid_origins[:, 1]] = True
+            self._valid[neg.source_path] = grid
+        return grid
+
+    def _corner_box(self, neg: PreparedNegative, centre: HardNegativeCentre) -> tuple[int, int, int, int] | None:
+        """The corners whose patch holds ``centre`` ``centre_margin_px`` inside, clipped to
+        the valid ones' extent; ``None`` if none of them is valid."""
+        s, m = self.patch_size_px, self.centre_margin_px
+        # the original grid -> the working grid (the inverse of source_record's mapping)
+        row = int(round(centre.row * neg.scale[0])) - neg.crop_origin[0]
+        col = int(round(centre.col * neg.scale[1])) - neg.crop_origin[1]
+        grid = self._valid_grid(neg)
+        r0, r1 = max(0, row - (s - 1 - m)), min(grid.shape[0], row - m + 1)
+        c0, c1 = max(0, col - (s - 1 - m)), min(grid.shape[1], col - m + 1)
+        if r0 >= r1 or c0 >= c1 or not grid[r0:r1, c0:c1].any():
+            return None
+        return r0, r1, c0, c1
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """A patch around a random centre: (image float32, breast bool, source record)."""
+        neg, (orig_row, orig_col), (r0, r1, c0, c1) = self._centres[int(rng.integers(len(self._centres)))]
+        corners = np.argwhere(self._valid_grid(neg)[r0:r1, c0:c1])
+        dr, dc = corners[int(rng.integers(len(corners)))]
+        row, col = r0 + int(dr), c0 + int(dc)
+        image, breast = self.base.cut(neg, row, col)
+        source = self.base.source_record(neg, row, col)
+        source["hard_negative"] = {"original_row": orig_row, "original_col": orig_col}
+        return image, breast, source
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "centres": len(self._centres),
+            "dropped": self.n_dropped,
+            "images": len({n.source_path for n, _, _ in self._centres}),
+            "centre_margin_px": self.centre_margin_px,
         }

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -77,7 +78,12 @@ from mcgenref.runtime import (
     teardown_distributed,
 )
 from mcgenref.synthesis.config import SynthesisConfig
-from mcgenref.synthesis.patches import NegativePatchSampler, PatchSamplerConfig
+from mcgenref.synthesis.patches import (
+    HardNegativePatchSampler,
+    NegativePatchSampler,
+    PatchSamplerConfig,
+    read_hard_negatives,
+)
 from mcgenref.synthesis.sample import Sample, generate_sample, sample_seed
 
 # Autocast and resolve_device live in mcgenref.runtime; named here for the tasks' modules
@@ -116,6 +122,18 @@ class LoopConfig:
         deterministic: ``torch.use_deterministic_algorithms(True)`` during training.
         amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16 with
             loss scaling), ``"bf16"``, ``"fp16"`` or ``"none"``. CPU always trains in fp32.
+        init_from: a model folder (model.json + model.safetensors) of the same network
+            whose weights start the run (fine-tuning); ``None``: fresh weights from ``seed``.
+            Its path and weights sha256 are recorded in model.json (``extra.training``).
+        hard_negatives_path: a hard-negative file (:func:`mcgenref.synthesis.patches.read_hard_negatives`:
+            places on the negatives where a model found false candidates, e.g. mined by
+            ``recipes/mine_hard_negatives.py``); ``None``: none.
+        hard_negative_fraction: share of each training batch cut around those places
+            (:class:`~mcgenref.synthesis.patches.HardNegativePatchSampler`): the first
+            ``round(hard_negative_fraction * batch_size)`` samples of every batch. Synthetic
+            MCs are inserted into them as into any patch (``synthesis.empty_fraction``
+            applies); the point is that the tissue around a false candidate is seen as
+            background. Validation never uses them (it stays comparable across runs).
     """
 
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
@@ -139,6 +157,9 @@ class LoopConfig:
     seed: int = 0
     deterministic: bool = False
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
+    init_from: str | None = None
+    hard_negatives_path: str | None = None
+    hard_negative_fraction: float = 0.0
 
     def network_size_multiple(self) -> int:
         """Patch sides must be multiples of this (the network's total stride)."""
@@ -170,6 +191,10 @@ class LoopConfig:
             raise ValueError("procedural_fraction must be in [0, 1]")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
             raise ValueError("grad_clip_norm must be > 0 (or null)")
+        if not 0.0 <= self.hard_negative_fraction <= 1.0:
+            raise ValueError("hard_negative_fraction must be in [0, 1]")
+        if self.hard_negative_fraction > 0 and self.hard_negatives_path is None:
+            raise ValueError("hard_negative_fraction > 0 needs hard_negatives_path")
 
 
 class Task(ABC):
@@ -248,12 +273,20 @@ class _Samples(Dataset):
     task's tensors, on a negative or a procedural background."""
 
     def __init__(self, task: Task, sampler: NegativePatchSampler | None, seed: int,
-                 procedural_fraction: float) -> None:
+                 procedural_fraction: float, hard_sampler: HardNegativePatchSampler | None = None,
+                 hard_per_batch: int = 0) -> None:
         self.task = task
         self.config = task.config
         self.sampler = sampler
         self.seed = seed
         self.procedural_fraction = procedural_fraction
+        self.hard_sampler = hard_sampler
+        self.hard_per_batch = hard_per_batch if hard_sampler is not None else 0
+
+    def hard_negative(self, index: int) -> bool:
+        """The first ``hard_per_batch`` samples of every batch (:class:`_StepBatches`: a
+        batch's indices start at a multiple of ``batch_size``) are cut around hard negatives."""
+        return index % self.config.batch_size < self.hard_per_batch
 
     def __len__(self) -> int:
         return 2**62
@@ -267,7 +300,10 @@ class _Samples(Dataset):
         return bool(draw < self.procedural_fraction)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sampler = None if self.procedural(index) else self.sampler
+        if self.hard_negative(index):
+            sampler = self.hard_sampler
+        else:
+            sampler = None if self.procedural(index) else self.sampler
         sample = generate_sample(
             sample_seed(self.seed, index), self.config.synthesis, sampler,
             self.config.procedural_spacing_mm, index=index,
@@ -348,6 +384,43 @@ def _model_extra(task: Task, sampler: NegativePatchSampler | None) -> dict[str, 
         "size_multiple": config.network_size_multiple(),
         **task.extra(),
     }
+
+
+def _hard_negatives(
+    config: LoopConfig, sampler: NegativePatchSampler | None
+) -> tuple[HardNegativePatchSampler | None, dict[str, Any] | None]:
+    """The hard-negative sampler of the run and its record (path, sha256, centres used)."""
+    if config.hard_negatives_path is None or config.hard_negative_fraction <= 0:
+        return None, None
+    if sampler is None:
+        raise ConfigError("hard negatives need negatives (they are places on them)")
+    path = Path(config.hard_negatives_path)
+    centres = read_hard_negatives(path)
+    hard = HardNegativePatchSampler(sampler, centres)
+    return hard, {
+        "path": str(path.resolve()),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "fraction": config.hard_negative_fraction,
+        **hard.describe(),
+    }
+
+
+def _load_initial_weights(net: nn.Module, config: LoopConfig) -> dict[str, Any]:
+    """Copy the weights of the model folder ``config.init_from`` into ``net``; the folder's
+    network must be the config's (``model.json`` ``model`` equal to ``config.model``)."""
+    from mcgenref.models.checkpoint import GENERATOR_KIND, MODEL_KIND, load_model
+    from mcgenref.models.segmentor import SegmentorConfig
+
+    kind = MODEL_KIND if isinstance(config.model, SegmentorConfig) else GENERATOR_KIND
+    try:
+        model, meta = load_model(config.init_from, "cpu", kind)
+    except InputError as exc:
+        raise ConfigError(f"init_from: {exc}") from None
+    if meta.get("model") != json.loads(json.dumps(to_dict(config.model))):
+        raise ConfigError(f"init_from {config.init_from}: its network (model.json 'model') "
+                          "differs from the config's 'model'")
+    net.load_state_dict(model.state_dict())
+    return {"path": str(Path(meta["path"]).resolve()), "weights_sha256": meta["weights"]["sha256"]}
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
@@ -567,10 +640,14 @@ def _train(
             paths, config.synthesis.patch_size_px, config.patches, pixel_spacing_mm=pixel_spacing_mm
         )
     val_batches = _validation_batches(task, sampler, ddp.rank, ddp.world_size)
+    hard_sampler, hard_record = _hard_negatives(config, sampler)
 
     # ---- model, EMA, optimiser, loss scaling
     torch.manual_seed(config.seed)
     net = task.build().to(device)
+    init_record = None
+    if config.init_from is not None:
+        init_record = _load_initial_weights(net, config)
     ema = copy.deepcopy(net).requires_grad_(False)
     model = nn.parallel.DistributedDataParallel(net) if ddp.world_size > 1 else net
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -596,6 +673,11 @@ def _train(
 
     # ---- run folder (rank 0)
     log_path = out_dir / "log.jsonl"
+    if resumed_from is not None and hard_record is not None:
+        before = json.loads((out_dir / "run.json").read_text()).get("hard_negatives") or {}
+        if before.get("sha256") != hard_record["sha256"]:
+            raise ConfigError(f"{config.hard_negatives_path} changed since the run started; "
+                              "resume with the same hard-negative file")
     if main_process:
         write_json_atomic(out_dir / "config.json", to_dict(config))
         write_json_atomic(out_dir / "run.json", {
@@ -605,6 +687,8 @@ def _train(
             "world_size": ddp.world_size,
             "device": device.type,
             "amp": str(autocast.dtype).replace("torch.", "") if autocast.enabled else "none",
+            "init_from": init_record,
+            "hard_negatives": hard_record,
         })
         if resumed_from is not None:
             _truncate_log(log_path, step)
@@ -627,11 +711,13 @@ def _train(
             "val_history": val_history,
         }
         save_training_state(out_dir / "checkpoint", tensors, state, ema, config.model,
-                            {**extra, "training": {"step": step, "ema": True}})
+                            {**extra, "training": {"step": step, "ema": True, "init_from": init_record,
+                                                   "hard_negatives": hard_record}})
 
     stop = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
+    hard_per_batch = round(config.hard_negative_fraction * config.batch_size)
     loader = DataLoader(
-        _Samples(task, sampler, config.seed, config.procedural_fraction),
+        _Samples(task, sampler, config.seed, config.procedural_fraction, hard_sampler, hard_per_batch),
         batch_sampler=_StepBatches(step, stop, config.batch_size, ddp.rank, ddp.world_size),
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
@@ -702,6 +788,10 @@ def _train(
             "steps": step, "batch_size": config.batch_size, "world_size": ddp.world_size,
             task.metric: val_metric, "seed": config.seed, "ema_decay": config.ema_decay,
             "backgrounds": "negatives" if sampler is not None else "procedural",
+            "init_from": init_record,
+            "hard_negatives": None if hard_record is None else {
+                **hard_record, "per_batch": hard_per_batch,
+            },
         }
         model_dir = save_model(out_dir / "model", ema, config.model, extra, overwrite=True)
     session_seconds = time.perf_counter() - session_start
