@@ -538,9 +538,9 @@ def real_lines(result: dict) -> list[str]:
     lines += [
         "",
         "The last column is `evaluate`'s count at the operating point (`metrics.json` → "
-        "`cluster`), whose MCs are still the connected components of `<stem>_mask.png`, not "
-        "the peaks: where the two columns differ, the FROC column is the one consistent with "
-        "`segment`'s MC and cluster tables.",
+        "`cluster`; its MCs are the peaks inside `<stem>_mask.png`, as in `segment`'s MC and "
+        "cluster tables; the table's last run took the mask's connected components, before "
+        "that change, and gave the same counts as the FROC column).",
         "", "![cluster FROC](froc_clusters.png)", ""]
     return lines
 

@@ -19,7 +19,8 @@ What is computed (see :mod:`mcgenref.evaluation.metrics` for the formulas and 0/
 * pixel metrics inside the breast, where the truth has a mask: pooled (counts summed over images)
   and the mean of the per-image values;
 * object metrics at the operating point, where the truth has MC points or a mask: predicted MCs
-  are the 8-connected components of ``mask & breast`` (centroid position), true MCs the
+  are the peaks of the map inside ``mask & breast`` at the threshold (:func:`predicted_mcs`:
+  ``segment``'s MC table; components of the mask when there is no map), true MCs the
   annotated points or the truth mask's component centroids; hit within ``tolerance_mm``;
 * cluster metrics at the operating point, where the truth has cluster circles or is normal:
   predicted MCs grouped by :func:`mcgenref.clusters.group_clusters` (scores = peak
@@ -64,7 +65,7 @@ import numpy as np
 
 from mcgenref.errors import ConfigError, InputError
 from mcgenref.clusters import ClusterRule, group_clusters
-from mcgenref.detections import PeakRule
+from mcgenref.detections import PeakRule, find_peaks
 from mcgenref.evaluation.metrics import (
     CPM_FP_RATES,
     PIXEL_METRIC_NAMES,
@@ -283,6 +284,24 @@ class ImageScore:
         return row
 
 
+def predicted_mcs(pred: PredictionImage) -> tuple[np.ndarray, np.ndarray]:
+    """The predicted MCs at the operating point: ``(N, 2)`` (row, col) px and their scores.
+
+    With a probability map, the peaks (:data:`PEAK_RULE`) inside ``mask & breast`` (the mask
+    is the map at the threshold, so no second threshold is applied to the decoded map): the
+    rule of ``segment``'s MC table and of the FROC. Without one, the 8-connected components
+    of ``mask & breast`` (centroids, score 1).
+    """
+    region = pred.mask & pred.breast
+    if pred.prob is None:
+        mcs = components(pred.mask, pred.spacing, None, pred.breast)
+        return (np.array([[o.row, o.col] for o in mcs], dtype=float).reshape(-1, 2),
+                np.ones(len(mcs)))
+    peaks = find_peaks(pred.prob, pred.spacing, PEAK_RULE, region)
+    return (np.stack([peaks.rows, peaks.cols], axis=1).astype(float).reshape(-1, 2),
+            np.asarray(peaks.scores, dtype=float))
+
+
 def score_image(pair: Pair, tolerance_mm: float, cluster_tolerance_mm: float) -> ImageScore:
     """Pixels, MCs and clusters of one image at its operating point (``<stem>_mask.png``)."""
     pred, gt = pair.pred, pair.truth
@@ -295,10 +314,7 @@ def score_image(pair: Pair, tolerance_mm: float, cluster_tolerance_mm: float) ->
         if outside:
             notes.append(f"{outside} truth MC pixel(s) outside the breast mask (ignored)")
 
-    mcs = components(pred.mask, pred.spacing, pred.prob, pred.breast)
-    pred_pts = np.array([[o.row, o.col] for o in mcs], dtype=float).reshape(-1, 2)
-    pred_scores = (np.ones(len(mcs)) if pred.prob is None
-                   else np.array([o.peak_prob for o in mcs], dtype=float))
+    pred_pts, pred_scores = predicted_mcs(pred)
 
     objects = None
     truth_pts = gt.object_points()
@@ -317,7 +333,7 @@ def score_image(pair: Pair, tolerance_mm: float, cluster_tolerance_mm: float) ->
     if pred.prob is None:
         notes.append("no _prob.png: left out of the FROC curves")
     return ImageScore(pred.stem, gt.stem, gt.is_normal, pair.area_cm2, pred.threshold,
-                      len(mcs), pixel, objects, clusters, tuple(notes))
+                      len(pred_pts), pixel, objects, clusters, tuple(notes))
 
 
 # ---------------------------------------------------------------------------------------------
