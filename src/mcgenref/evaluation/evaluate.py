@@ -19,7 +19,7 @@ What is computed (see :mod:`mcgenref.evaluation.metrics` for the formulas and 0/
 * pixel metrics inside the breast, where the truth has a mask: pooled (counts summed over images)
   and the mean of the per-image values;
 * object metrics at the operating point, where the truth has MC points or a mask: predicted MCs
-  are the peaks of the map inside ``mask & breast`` at the threshold (:func:`predicted_mcs`:
+  are the peaks of the map inside ``mask & breast`` at the threshold (:func:`~mcgenref.evaluation.metrics.predicted_mcs`:
   ``segment``'s MC table; components of the mask when there is no map), true MCs the
   annotated points or the truth mask's component centroids; hit within ``tolerance_mm``;
 * cluster metrics at the operating point, where the truth has cluster circles or is normal:
@@ -65,7 +65,6 @@ import numpy as np
 
 from mcgenref.errors import ConfigError, InputError
 from mcgenref.clusters import ClusterRule, group_clusters
-from mcgenref.detections import PeakRule, find_peaks
 from mcgenref.evaluation.metrics import (
     CPM_FP_RATES,
     PIXEL_METRIC_NAMES,
@@ -74,13 +73,14 @@ from mcgenref.evaluation.metrics import (
     bootstrap_ci,
     cluster_detection,
     cluster_froc,
-    components,
     match_points,
     mean_sensitivity,
     object_froc,
     peak_candidates,
     pixel_counts,
+    PEAK_RULE,
     pixel_metrics,
+    predicted_mcs,
     sensitivity_at,
 )
 from mcgenref.datasets.magic5 import is_roi_folder
@@ -104,9 +104,6 @@ CONFIDENCE = 0.95
 #: At most this many FROC candidates per image (the strongest); lower thresholds, where more
 #: would be alive, are left out of the curve (NaN) for that image's data set.
 DEFAULT_MAX_CANDIDATES = 20000
-
-#: The FROC's detections: the peaks ``segment``'s MC table lists (its default rule).
-PEAK_RULE = PeakRule()
 
 
 
@@ -282,24 +279,6 @@ class ImageScore:
                 row["n_unmatched_clusters"] = k.unmatched
         row["notes"] = "; ".join(self.notes)
         return row
-
-
-def predicted_mcs(pred: PredictionImage) -> tuple[np.ndarray, np.ndarray]:
-    """The predicted MCs at the operating point: ``(N, 2)`` (row, col) px and their scores.
-
-    With a probability map, the peaks (:data:`PEAK_RULE`) inside ``mask & breast`` (the mask
-    is the map at the threshold, so no second threshold is applied to the decoded map): the
-    rule of ``segment``'s MC table and of the FROC. Without one, the 8-connected components
-    of ``mask & breast`` (centroids, score 1).
-    """
-    region = pred.mask & pred.breast
-    if pred.prob is None:
-        mcs = components(pred.mask, pred.spacing, None, pred.breast)
-        return (np.array([[o.row, o.col] for o in mcs], dtype=float).reshape(-1, 2),
-                np.ones(len(mcs)))
-    peaks = find_peaks(pred.prob, pred.spacing, PEAK_RULE, region)
-    return (np.stack([peaks.rows, peaks.cols], axis=1).astype(float).reshape(-1, 2),
-            np.asarray(peaks.scores, dtype=float))
 
 
 def score_image(pair: Pair, tolerance_mm: float, cluster_tolerance_mm: float) -> ImageScore:

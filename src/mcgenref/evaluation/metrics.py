@@ -62,7 +62,11 @@ from scipy.spatial import cKDTree
 from mcgenref.detections import PeakRule, find_peaks
 from mcgenref.errors import ConfigError, InputError
 from mcgenref.clusters import ClusterRule, group_clusters
+from mcgenref.io.predictions import PredictionImage
 
+#: The detections of ``evaluate``'s FROC and operating-point counts: the peaks ``segment``'s
+#: MC table lists (its default rule).
+PEAK_RULE = PeakRule()
 #: 8-connectivity for components.
 _STRUCTURE = np.ones((3, 3), dtype=bool)
 #: relative slack on distance tolerances so that a distance equal to the tolerance counts
@@ -746,3 +750,20 @@ def bootstrap_ci(values: ArrayLike | Callable[[np.ndarray], float], n: int = 100
     lo, hi = np.percentile(stats, [100 * a, 100 * (1 - a)])
     return float(lo), float(hi)
 
+
+def predicted_mcs(pred: PredictionImage) -> tuple[np.ndarray, np.ndarray]:
+    """The predicted MCs at the operating point: ``(N, 2)`` (row, col) px and their scores.
+
+    With a probability map, the peaks (:data:`PEAK_RULE`) inside ``mask & breast`` (the mask
+    is the map at the threshold, so no second threshold is applied to the decoded map): the
+    rule of ``segment``'s MC table and of the FROC. Without one, the 8-connected components
+    of ``mask & breast`` (centroids, score 1).
+    """
+    region = pred.mask & pred.breast
+    if pred.prob is None:
+        mcs = components(pred.mask, pred.spacing, None, pred.breast)
+        return (np.array([[o.row, o.col] for o in mcs], dtype=float).reshape(-1, 2),
+                np.ones(len(mcs)))
+    peaks = find_peaks(pred.prob, pred.spacing, PEAK_RULE, region)
+    return (np.stack([peaks.rows, peaks.cols], axis=1).astype(float).reshape(-1, 2),
+            np.asarray(peaks.scores, dtype=float))

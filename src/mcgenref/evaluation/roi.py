@@ -39,7 +39,7 @@ import numpy as np
 
 from mcgenref.datasets.magic5 import RoiCrop, list_roi_crops
 from mcgenref.errors import InputError
-from mcgenref.evaluation.metrics import bootstrap_ci, components
+from mcgenref.evaluation.metrics import bootstrap_ci, predicted_mcs
 from mcgenref.io import read_image
 from mcgenref.io.atomic import check_writable_dir, write_bytes_atomic, write_json_atomic
 from mcgenref.io.predictions import PredictionImage, csv_bytes, prediction_stems, read_prediction
@@ -162,7 +162,7 @@ def auc_table(crops: Sequence[CropScore], names: Sequence[str], n_boot: int,
 
 def score_crop(pred: PredictionImage, crop: RoiCrop) -> CropScore:
     """The detector's scores of one segmented crop and the trivial statistics of its pixels."""
-    mcs = components(pred.mask, pred.spacing, pred.prob, pred.breast)
+    mcs, _ = predicted_mcs(pred)  # segment's MC table: the peaks inside the mask
     max_prob = float(pred.prob[pred.breast].max()) if pred.prob is not None and pred.breast.any() \
         else float("nan")
     raw, _ = read_image(crop.path, pixel_spacing_mm=pred.spacing)
