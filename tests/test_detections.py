@@ -117,3 +117,22 @@ def test_bad_inputs() -> None:
     nan[0, 0] = 0.5
     assert _positions(find_peaks(nan, (0.1, 0.1), min_score=0.1)) == [(0, 0)]
     assert len(find_peaks(np.zeros((4, 4)), (0.1, 0.1), min_score=0.5)) == 0
+
+
+def test_a_sparse_region_gives_the_peaks_of_the_whole_map() -> None:
+    """find_peaks works on the region's bounding box only: the same peaks as over the whole map
+    with everything outside the region made non-finite (never a peak, never suppressing)."""
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        prob = ndimage.gaussian_filter(rng.random((90, 70)), 1.0)
+        region = np.zeros(prob.shape, dtype=bool)
+        r, c = rng.integers(0, 60), rng.integers(0, 40)
+        region[r:r + rng.integers(3, 30), c:c + rng.integers(3, 30)] = True
+        region &= rng.random(prob.shape) < 0.9
+        got = find_peaks(prob, (0.1, 0.12), PeakRule(0.35), region, min_score=0.3)
+        want = find_peaks(np.where(region, prob, np.nan), (0.1, 0.12), PeakRule(0.35), None,
+                          min_score=0.3)
+        assert np.array_equal(got.rows, want.rows) and np.array_equal(got.cols, want.cols), trial
+        assert np.array_equal(got.scores, want.scores)
+    empty = find_peaks(prob, (0.1, 0.1), PeakRule(), np.zeros(prob.shape, dtype=bool))
+    assert len(empty) == 0
