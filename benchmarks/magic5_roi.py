@@ -207,23 +207,31 @@ def measure(out: Path, work: Path, n_boot: int = 1000, seed: int = 0,
     return table
 
 
-def write_table(out: Path, table: dict) -> None:
-    lines = ["# MAGIC-5 ROI AUC (segment --roi --pixel-spacing 0.085)", "",
-             "Cases split by `mcgenref.datasets.magic5.split_crops` (seed 0). AUC with 95 % "
-             "bootstrap CI over cases; primary score: the strongest probability (`max_prob`); "
-             "`n_mcs`: MCs found at the method's operating point.", ""]
+def split_lines(table: dict, heading: str = "##") -> list[str]:
+    """Markdown of ``table`` (``measure``'s result): per split, each method's scores and the
+    trivial statistics, AUC with its CI over cases (also ``benchmarks/quality.py``'s)."""
+    lines: list[str] = []
     for split, by_method in table.items():
         any_block = next(iter(by_method.values()))
-        lines += [f"## {split}: {any_block['n_crops']} crops ({any_block['n_calcification_crops']} "
-                  f"calcification, {any_block['n_normal_crops']} normal), "
-                  f"{any_block['n_cases']} cases", "",
-                  "| score | AUC [95 % CI] |", "|---|---|"]
+        lines += [f"{heading} {split}: {any_block['n_crops']} crops "
+                  f"({any_block['n_calcification_crops']} calcification, "
+                  f"{any_block['n_normal_crops']} normal), {any_block['n_cases']} cases", "",
+                  "| score | AUC [95 % CI over cases] |", "|---|---|"]
         for method, block in by_method.items():
             for k in DETECTOR_SCORES:
                 lines.append(f"| {method}: {k} | {_fmt(block['auc'][k])} |")
         for k in TRIVIAL_STATS:
             lines.append(f"| trivial: {k} | {_fmt(any_block['trivial_auc'][k])} |")
         lines.append("")
+    return lines
+
+
+def write_table(out: Path, table: dict) -> None:
+    lines = ["# MAGIC-5 ROI AUC (segment --roi --pixel-spacing 0.085)", "",
+             "Cases split by `mcgenref.datasets.magic5.split_crops` (seed 0). AUC with 95 % "
+             "bootstrap CI over cases; primary score: the strongest probability (`max_prob`); "
+             "`n_mcs`: MCs found at the method's operating point.", ""]
+    lines += split_lines(table)
     lines.append(_machine())
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text("\n".join(lines) + "\n")

@@ -347,13 +347,9 @@ def cluster_counts(folder: Path, calc: list[str], normals: list[str], threshold:
     return out
 
 
-def magic5_roi(work: Path, n_boot: int) -> dict | None:
+def magic5_roi(work: Path, n_boot: int) -> dict:
     """MAGIC-5 ROI AUC (``segment --roi``: shipped model, classical detector; the trivial
-    statistics), case-bootstrap CIs, by ``benchmarks/magic5_roi.py``'s :func:`measure`
-    (branch roi12). ``None`` when that script is not in this checkout."""
-    if not (REPO / "benchmarks" / "magic5_roi.py").is_file():
-        return None
-    sys.path.insert(0, str(REPO / "benchmarks"))
+    statistics), case-bootstrap CIs, by ``benchmarks/magic5_roi.py``'s :func:`measure`."""
     import magic5_roi as roi  # noqa: PLC0415
 
     # its own table.md/json go to the work folder: benchmarks/results/magic5_roi is its own
@@ -638,9 +634,7 @@ def roi_lines(result: dict) -> list[str]:
     lines = ["## MAGIC-5 ROI AUC (`segment --roi`)", ""]
     roi = result["magic5_roi"]
     if roi is None:
-        return lines + [
-            "Not measured in this run (`--no-roi`, or `benchmarks/magic5_roi.py` of branch "
-            "`roi12` not in this checkout). The hook is `magic5_roi()` above.", ""]
+        return lines + ["Not measured in this run (`--no-roi`).", ""]
     lines += [
         "60 x 60 px crops at 85 µm (`$MCGENREF_DATA/magic5-microcal`: another site, film), "
         "segmented with `segment --roi --pixel-spacing 0.085` (whole crop searched, ROI "
@@ -650,24 +644,9 @@ def roi_lines(result: dict) -> list[str]:
         "over cases (`benchmarks/magic5_roi.py`'s `measure`, `evaluate`'s ROI truth). The "
         "trivial statistics of the same crops show the set's confound (normal crops are "
         "darker).", ""]
-    for split, by_method in roi.items():
-        any_block = next(iter(by_method.values()))
-        lines += [f"**{split}**: {any_block['n_crops']} crops "
-                  f"({any_block['n_calcification_crops']} calcification, "
-                  f"{any_block['n_normal_crops']} normal), {any_block['n_cases']} cases", "",
-                  "| score | AUC [95 % CI over cases] |", "|---|---|"]
-        for method, block in by_method.items():
-            for k, v in block["auc"].items():
-                lines.append(f"| {method}: {k} | {_auc_cell(v)} |")
-        for k, v in any_block["trivial_auc"].items():
-            lines.append(f"| trivial: {k} | {_auc_cell(v)} |")
-        lines.append("")
-    return lines
+    import magic5_roi  # noqa: PLC0415
 
-
-def _auc_cell(v: dict) -> str:
-    ci = v.get("ci") or [None, None]
-    return f"{_fmt(v.get('auc'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+    return lines + magic5_roi.split_lines(roi, heading="###")
 
 
 def synthetic_lines(result: dict) -> list[str]:
