@@ -2,7 +2,8 @@
 
     python recipes/mine_hard_negatives.py mine      --model DIR --out RUN [--threshold 0.5]
     python recipes/mine_hard_negatives.py finetune  --model DIR --out RUN --hard RUN/hard_negatives.json
-                                                    [--steps 800] [--fraction 0.25] [--resume]
+                                                    [--steps 600] [--lr 1e-4] [--warmup 0]
+                                                    [--batch-size 16] [--fraction 0.25] [--resume]
     python recipes/mine_hard_negatives.py measure   --model DIR --out RUN/eval --split calibration|test
     python recipes/mine_hard_negatives.py margins   --pred RUN/eval/pred --out RUN/margins [--margins 0,1,2,3,5]
     python recipes/mine_hard_negatives.py specks    --before PRED --after PRED --out FILE [--thresholds 0.5,0.9,0.98]
@@ -171,7 +172,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     train = parts.part("training")
     config = dataclasses.replace(
         train_config(args.steps),
-        warmup_steps=min(50, args.steps // 10), lr=args.lr,
+        # no re-warm-up: the weights are converged, a warm-up back to a high lr undoes them
+        # (issue 13's first round: lr 5e-4 re-warmed made the model worse with or without
+        # hard negatives); a low lr with cosine decay from the start
+        warmup_steps=args.warmup, lr=args.lr, batch_size=args.batch_size,
         # a short run on a shared CPU: validate and checkpoint (resumable) four times
         val_every=max(1, min(250, args.steps // 4)), checkpoint_every=max(1, min(250, args.steps // 4)),
         init_from=str(Path(args.model).resolve()),
@@ -323,9 +327,12 @@ def main() -> None:
     f.add_argument("--model", type=Path, required=True)
     f.add_argument("--out", required=True)
     f.add_argument("--hard", required=True)
-    f.add_argument("--steps", type=int, default=800)
-    f.add_argument("--lr", type=float, default=5e-4)
-    f.add_argument("--fraction", type=float, default=0.25)
+    f.add_argument("--steps", type=int, default=600)
+    f.add_argument("--lr", type=float, default=1e-4)
+    f.add_argument("--warmup", type=int, default=0, help="warm-up steps (default 0: no re-warm)")
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--fraction", type=float, default=0.25,
+                   help="share of each batch cut around the mined centres; 0 = the control run")
     f.add_argument("--device", default="auto")
     f.add_argument("--resume", action="store_true")
     f.add_argument("--stop-at-step", type=int, default=None)

@@ -111,6 +111,22 @@ def test_spacing_user_override(dicom_factory) -> None:  # type: ignore[no-untype
         read_image(p, -1.0)
 
 
+def test_spacing_fallback_only_where_the_file_records_none(dicom_factory) -> None:  # type: ignore[no-untyped-def]
+    recorded = dicom_factory(BASE, ImagerPixelSpacing=[0.1, 0.1])
+    bare = dicom_factory(BASE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", McGenRefWarning)  # neither case warns
+        _, meta = read_image(recorded, fallback_spacing_mm=0.2)
+        assert meta.pixel_spacing_mm == (0.1, 0.1) and meta.spacing_source == "ImagerPixelSpacing"
+        _, meta = read_image(bare, fallback_spacing_mm=0.2)
+        assert meta.pixel_spacing_mm == (0.2, 0.2) and meta.spacing_source == "user"
+    with pytest.warns(McGenRefWarning, match="overrides"):  # an explicit spacing still wins
+        _, meta = read_image(recorded, 0.3, fallback_spacing_mm=0.2)
+    assert meta.pixel_spacing_mm == (0.3, 0.3)
+    with pytest.raises(ConfigError):
+        read_image(bare, fallback_spacing_mm=50.0)
+
+
 @pytest.mark.parametrize("ts", ["JPEG2000Lossless", "JPEGLSLossless", "RLELossless"])
 def test_compressed_lossless_exact(dicom_factory, ts: str) -> None:  # type: ignore[no-untyped-def]
     import pydicom.uid

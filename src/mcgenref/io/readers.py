@@ -170,6 +170,7 @@ def _resolve_spacing(
     file_source: SpacingSource | None,
     user: float | tuple[float, float] | None,
     ws: list[str],
+    fallback: float | tuple[float, float] | None = None,
 ) -> tuple[tuple[float, float], SpacingSource]:
     if user is not None:
         spacing = validate_spacing(user)
@@ -185,6 +186,8 @@ def _resolve_spacing(
         return spacing, "user"
     if file_spacing is not None and file_source is not None:
         return file_spacing, file_source
+    if fallback is not None:
+        return validate_spacing(fallback), "user"
     _warn(
         ws,
         f"{path.name}: no pixel spacing recorded; assuming {DEFAULT_PIXEL_SPACING_MM:g} mm "
@@ -263,7 +266,8 @@ def _stored_range(ds: Any) -> tuple[int, int]:
 
 
 def _read_dicom(
-    path: Path, user_spacing: float | tuple[float, float] | None
+    path: Path, user_spacing: float | tuple[float, float] | None,
+    fallback: float | tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, ImageMeta]:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -392,7 +396,8 @@ def _read_dicom(
             f"{path.name}: magnification view ({mag}); calcification sizes in pixels differ "
             "from contact views and the pixel spacing is not corrected",
         )
-    spacing, source = _resolve_spacing(path, *_dicom_spacing(path, ds, ws), user_spacing, ws)
+    spacing, source = _resolve_spacing(path, *_dicom_spacing(path, ds, ws), user_spacing, ws,
+                                       fallback)
     meta = ImageMeta(
         source_path=str(path),
         format="dicom",
@@ -538,7 +543,8 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, bool]:
 
 
 def _read_raster(
-    path: Path, fmt: str, user_spacing: float | tuple[float, float] | None
+    path: Path, fmt: str, user_spacing: float | tuple[float, float] | None,
+    fallback: float | tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, ImageMeta]:
     ws: list[str] = []
     inverted = False
@@ -559,7 +565,7 @@ def _read_raster(
         arr, bits = _read_pillow(path, fmt)
         values = arr
     img = _finish_pixels(path, values)
-    spacing, source = _resolve_spacing(path, None, None, user_spacing, ws)
+    spacing, source = _resolve_spacing(path, None, None, user_spacing, ws, fallback)
     laterality, view = _names_from_filename(path)
     meta = ImageMeta(
         source_path=str(path),
@@ -597,7 +603,8 @@ def _format_of(path: Path) -> str | None:
 
 
 def read_image(
-    path: str | Path, pixel_spacing_mm: float | tuple[float, float] | None = None
+    path: str | Path, pixel_spacing_mm: float | tuple[float, float] | None = None,
+    *, fallback_spacing_mm: float | tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, ImageMeta]:
     """Read one mammogram.
 
@@ -606,6 +613,9 @@ def read_image(
             marker at offset 128.
         pixel_spacing_mm: ``(row, col)`` or one value in mm; overrides the file's spacing
             (needed for PNG/TIFF/PGM and DICOM without spacing; warned when it disagrees).
+        fallback_spacing_mm: used only where the file records no spacing (no warning then),
+            e.g. a list of negatives mixing spacing-less PNGs with DICOMs that record theirs;
+            ignored when ``pixel_spacing_mm`` is given.
 
     Returns:
         ``(image, meta)``: ``image`` is ``float32`` of shape ``(meta.rows, meta.columns)``,
@@ -617,8 +627,9 @@ def read_image(
         ConfigError: an invalid ``pixel_spacing_mm``.
     """
     path = Path(path)
-    if pixel_spacing_mm is not None:
-        validate_spacing(pixel_spacing_mm)  # fail on the argument before touching the file
+    for given in (pixel_spacing_mm, fallback_spacing_mm):
+        if given is not None:
+            validate_spacing(given)  # fail on the argument before touching the file
     if not path.exists():
         raise InputError(f"no such file: {path}")
     if path.is_dir():
@@ -643,8 +654,8 @@ def read_image(
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     with attributed_to(path):  # a library's warning names this file (library_warnings)
         if fmt == "dicom":
-            return _read_dicom(path, pixel_spacing_mm)
-        return _read_raster(path, fmt, pixel_spacing_mm)
+            return _read_dicom(path, pixel_spacing_mm, fallback_spacing_mm)
+        return _read_raster(path, fmt, pixel_spacing_mm, fallback_spacing_mm)
 
 
 def _usable_file(path: Path, explicit: bool) -> bool:

@@ -95,7 +95,7 @@ def prepare_negative(
     """Read one normal mammogram and put it on the working grid (see module docstring)."""
     from mcgenref.io import fit_normalization, read_image, segment_breast
 
-    image, meta = read_image(path, pixel_spacing_mm=pixel_spacing_mm)
+    image, meta = read_image(path, fallback_spacing_mm=pixel_spacing_mm)
     region = segment_breast(image, meta)
     # segment_breast leaves the pectoral muscle out of ``breast``; put it back if asked to
     breast = region.breast if config.exclude_pectoral else region.breast | region.pectoral
@@ -148,8 +148,9 @@ class NegativePatchSampler:
         paths: the negative images (files; expand folders with :func:`mcgenref.io.list_images`).
         patch_size_px: patch side on the working grid.
         config: see :class:`PatchSamplerConfig`.
-        pixel_spacing_mm: spacing of the negatives where the files record none (or to
-            override them), one value or (row, col).
+        pixel_spacing_mm: spacing of the negatives where the files record none, one value
+            or (row, col); a spacing a file records is used as it is (so PNGs without one and
+            DICOMs with one can be mixed).
 
     Images with no usable patch (breast smaller than a patch) are skipped with a warning;
     if none is usable, :class:`InputError`.
