@@ -85,7 +85,10 @@ class SegmentOptions:
     name.
 
     Attributes:
-        model: segmentor folder (model.json + model.safetensors); ``None``: the shipped one.
+        model: ``"auto"`` or ``None`` (per image: the shipped fine model below 0.1414 mm,
+            else the shipped coarse one; :mod:`mcgenref.inference.model_choice`),
+            ``"coarse"``, ``"fine"``, or a segmentor folder (model.json + model.safetensors;
+            a ``Path`` is always a folder).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (under torchrun: each rank
             its own GPU).
         pixel_spacing: pixel spacing in mm, ``"0.1"`` or ``"ROW,COL"``, overriding the
@@ -109,7 +112,7 @@ class SegmentOptions:
         ConfigError: ``method`` or ``workers`` out of range (on construction).
     """
 
-    model: Path | None = None
+    model: str | Path | None = None
     device: str = "auto"
     pixel_spacing: str | None = None
     threshold: float | None = None
@@ -182,7 +185,8 @@ def run_segment(
 
 
 def run_info(inputs: Sequence[str], pixel_spacing: str | None = None) -> list[dict]:
-    """``mcgenref info``: one :func:`mcgenref.io.info.describe_image` record per image.
+    """``mcgenref info``: one :func:`mcgenref.io.info.describe_image` record per image, plus
+    ``auto_model`` (:func:`auto_model_line`).
 
     ``inputs`` are expanded as ``segment``'s are (files, folders, quoted globs, ``@list``
     files; a missing one is an error before anything is read). A file that cannot be read
@@ -198,10 +202,23 @@ def run_info(inputs: Sequence[str], pixel_spacing: str | None = None) -> list[di
     records: list[dict] = []
     for path in expand_inputs(inputs):
         try:
-            records.append(describe_image(path, pixel_spacing_mm=spacing))
+            record = describe_image(path, pixel_spacing_mm=spacing)
         except McGenRefError as exc:
             records.append({"file": str(path), "error": str(exc)})
+        else:
+            record["auto_model"] = auto_model_line(record["pixel_spacing_mm"])
+            records.append(record)
     return records
+
+
+def auto_model_line(spacing_mm: Sequence[float]) -> dict[str, str]:
+    """What ``segment --model auto`` (without ``--refine``) would pick for an image read at
+    ``spacing_mm``, and why: ``{"model": "shipped coarse" | "shipped fine", "reason": ...}``
+    (``mcgenref info``'s "auto model" line; computed here, as io does not import inference)."""
+    from mcgenref.inference.model_choice import resolve_model
+
+    choice = resolve_model("auto", (float(spacing_mm[0]), float(spacing_mm[1])))
+    return {"model": choice.model, "reason": choice.reason}
 
 
 def run_evaluate(

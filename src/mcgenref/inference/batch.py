@@ -14,7 +14,9 @@
 2. **Rank split**: under ``torchrun`` (``WORLD_SIZE`` > 1) every rank resolves the same jobs
    in the same order, and rank ``r`` runs ``todo[r::world_size]`` of the jobs not yet done.
 3. **Pipeline** (:func:`run_jobs`): ``workers`` reader threads run
-   :meth:`~mcgenref.inference.segment.Segmenter.prepare` (read, breast, normalisation) for the
+   :meth:`~mcgenref.inference.model_choice.ModelSelector.prepare` (read, the image's model by
+   its spacing, then :meth:`~mcgenref.inference.segment.Segmenter.prepare`'s breast and
+   normalisation) for the
    next images while the calling thread runs :meth:`~mcgenref.inference.segment.Segmenter.detect`
    on the current one, and one writer thread writes the previous image's files. At most
    ``workers + 1`` prepared images and 2 results wait in memory. An image that fails
@@ -406,7 +408,7 @@ def segment_batch(
     inputs: Sequence[str | Path],
     out: Path,
     config: Any = None,
-    model_path: Path | None = None,
+    model_path: str | Path | None = None,
     device: str = "auto",
     pixel_spacing_mm: float | tuple[float, float] | None = None,
     overwrite: bool = False,
@@ -419,7 +421,10 @@ def segment_batch(
     Images already finished with the same settings are skipped unless ``overwrite``; finished
     with other settings, they are refused (before any work) unless ``overwrite``.
     ``workers``: reader threads of :func:`run_jobs` (0: no pipelining). ``generator_path``:
-    TT-GPR's generator when ``config.refine`` (``None``: the shipped one).
+    TT-GPR's generator when ``config.refine`` (``None``: the shipped one). ``model_path``:
+    ``segment --model``: ``"auto"`` or ``None`` (per image by its spacing), ``"coarse"``,
+    ``"fine"`` or a model folder (:mod:`mcgenref.inference.model_choice`); the settings an
+    image is compared with on reruns are those of the model it gets.
 
     Returns (on every rank, for the whole batch): ``out``, ``rows`` (one dict per image, job
     order: :data:`SUMMARY_COLUMNS`), ``done`` / ``skipped`` (prefixes), ``failed`` (dicts
@@ -460,11 +465,11 @@ def progress_label(n_mine: int, n_todo: int, world_size: int) -> str:
 
 
 def _segment_batch(
-    inputs: Sequence[str | Path], out: Path, config: Any, model_path: Path | None, device: str,
+    inputs: Sequence[str | Path], out: Path, config: Any, model_path: str | Path | None, device: str,
     pixel_spacing_mm: float | tuple[float, float] | None, overwrite: bool, workers: int,
     show_progress: bool, ddp: Distributed, generator_path: Path | None = None,
 ) -> dict[str, Any]:
-    from mcgenref.inference.segment import Segmenter, is_done
+    from mcgenref.inference.model_choice import ModelSelector
     from mcgenref.io.atomic import check_writable_dir
     from mcgenref.progress import progress_bar
 
@@ -479,11 +484,11 @@ def _segment_batch(
             raise ConfigError("no input image to segment")
         jobs = make_jobs(paths)
         check_writable_dir(out)
-        segmenter = Segmenter(config, model_path, rank_device(device, ddp),
-                              pixel_spacing_mm=pixel_spacing_mm, generator_path=generator_path)
-        settings = segmenter.settings()
+        segmenter = ModelSelector(config, model_path, rank_device(device, ddp),
+                                  pixel_spacing_mm=pixel_spacing_mm, generator_path=generator_path)
         for i, job in enumerate(jobs):
-            state = is_done(job.out_dir(out), job.stem, settings, write_seg=segmenter.config.write_seg)
+            # the settings of the model this image gets (auto: by its spacing)
+            state = segmenter.done_state(job.out_dir(out), job.stem)
             if state is True and not overwrite:
                 skipped.append((i, skipped_row(job, out)))
             elif state is False and not overwrite:

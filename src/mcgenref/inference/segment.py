@@ -491,10 +491,17 @@ class Segmenter:
         how :mod:`mcgenref.inference.batch` keeps the device busy.
         """
         path = Path(path)
-        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         raw, meta = read_image(path, pixel_spacing_mm=self.pixel_spacing_mm)
-        timings["read_s"] = time.perf_counter() - t0
+        return self.prepare_read(path, raw, meta, stem, read_s=time.perf_counter() - t0)
+
+    def prepare_read(self, path: Path, raw: np.ndarray, meta: ImageMeta, stem: str | None = None,
+                     read_s: float = 0.0) -> PreparedImage:
+        """Step 2 of :meth:`prepare` on an image already read (``raw, meta`` of
+        :func:`mcgenref.io.read_image`, which took ``read_s`` seconds): how
+        :class:`mcgenref.inference.model_choice.ModelSelector` reads a file once, then picks
+        the model by the spacing read."""
+        timings: dict[str, float] = {"read_s": read_s}
         t1 = time.perf_counter()
         spacing = (float(meta.pixel_spacing_mm[0]), float(meta.pixel_spacing_mm[1]))
         if self.config.roi:

@@ -3,7 +3,10 @@
 :func:`describe_image` reads the file exactly as ``mcgenref segment`` does
 (:func:`mcgenref.io.read_image`, so a bad file fails with the same one-line error) and returns
 a JSON-able record of what was read, assumed and converted; :func:`info_text` lays it out for
-people. The record's keys are :data:`INFO_KEYS`.
+people. The record's keys are :data:`INFO_KEYS`; ``mcgenref info`` adds ``auto_model``
+(which model ``segment --model auto`` would pick, and why: computed by
+:func:`mcgenref.workflows.auto_model_line`, since io does not import inference), which
+:func:`info_text` shows when present.
 """
 
 from __future__ import annotations
@@ -174,6 +177,8 @@ def info_text(record: dict[str, Any]) -> str:
             po_text = f"{po!r} (malformed: not copied to a SEG)"
         rows.append(("patient orientation", po_text))
     rows.append(("values read", f"{r['value_range'][0]:g} to {r['value_range'][1]:g} (dense bright)"))
+    if r.get("auto_model"):  # added by mcgenref.workflows.run_info (the rule is inference's)
+        rows.append(("auto model", f"{r['auto_model']['model']} ({r['auto_model']['reason']})"))
     width = max(len(label) for label, _ in rows)
     lines = [str(r["file"])] + [f"  {label:<{width}}  {value}" for label, value in rows]
     if r["warnings"]:

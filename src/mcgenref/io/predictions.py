@@ -183,6 +183,10 @@ class PredictionMeta:
     tool (``None``); the model's, generator's and detector's details are kept as the dicts
     their owners write.
 
+    ``model_choice``: which segmentor ``segment --model`` chose for this image and why
+    (the dict :class:`mcgenref.inference.model_choice.ModelChoice` writes: ``asked``,
+    ``model``, ``name``, ``path``, ``sha256``, ``pixel_spacing_mm``, ``reason``); ``None`` for
+    the classical method, a bare Segmenter, and records written before the choice existed.
     ``pixel_spacing_mm``: (row, col) mm of the input grid; ``image_size``: (rows, cols);
     ``threshold``: the probability threshold of the mask; ``breast_area_mm2``: the searched
     region; ``settings``: what determines the outputs (compared on reruns); ``timings``:
@@ -194,6 +198,7 @@ class PredictionMeta:
     input: str | None = None
     method: str | None = None
     model: dict[str, Any] | None = None
+    model_choice: dict[str, Any] | None = None
     refine: bool = False
     generator: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None
@@ -209,9 +214,9 @@ class PredictionMeta:
     detector: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
-    #: JSON key order of the record (as segment has always written it)
-    _ORDER = ("software", "input", "method", "model", "refine", "generator", "settings",
-              "write_seg", "pixel_spacing_mm", "pixel_spacing_source", "image_size",
+    #: JSON key order of the record (as segment has always written it; ``model_choice`` new)
+    _ORDER = ("software", "input", "method", "model", "model_choice", "refine", "generator",
+              "settings", "write_seg", "pixel_spacing_mm", "pixel_spacing_source", "image_size",
               "threshold", "normalization", "image", "breast_area_mm2", "n_calcifications",
               "n_clusters", "detector", "timings")
 
@@ -258,7 +263,7 @@ class PredictionMeta:
         if "image" in kw:
             img = kw["image"]
             kw["image"] = ImageRecord.from_dict(img) if isinstance(img, dict) else ImageRecord()
-        for k in ("detector", "timings"):
+        for k in ("model_choice", "detector", "timings"):
             if k in kw and not isinstance(kw[k], dict):
                 raise InputError(f"{where}: {k!r} must be an object")
         return cls(**kw)
