@@ -94,16 +94,33 @@ def test_meta_json_keys_and_round_trip(tmp_path: Path) -> None:
     write_meta(tmp_path, "a", meta)
     doc = json.loads((tmp_path / "a_meta.json").read_text())
     # the key order segment has always written
-    assert list(doc) == ["software", "input", "method", "model", "refine", "generator",
-                         "settings", "write_seg", "pixel_spacing_mm", "pixel_spacing_source",
-                         "image_size", "threshold", "normalization", "image",
-                         "breast_area_mm2", "n_calcifications", "n_clusters", "detector",
-                         "timings"]
+    assert list(doc) == ["software", "input", "method", "model", "model_choice", "refine",
+                         "generator", "settings", "write_seg", "pixel_spacing_mm",
+                         "pixel_spacing_source", "image_size", "threshold", "normalization",
+                         "image", "breast_area_mm2", "n_calcifications", "n_clusters",
+                         "detector", "timings"]
     assert doc["pixel_spacing_mm"] == [0.1, 0.2] and doc["image_size"] == [6, 8]
     assert doc["image"]["warnings"] == ["w"] and doc["image"]["format"] == "dicom"
     back = read_meta(tmp_path, "a")
     assert back == meta
     assert back.to_dict() == doc
+
+
+def test_meta_model_choice_round_trip_and_old_records(tmp_path: Path) -> None:
+    choice = {"asked": "auto", "model": "shipped fine", "name": "f", "path": "/m", "sha256": "ab",
+              "pixel_spacing_mm": [0.1, 0.1], "reason": "auto: spacing 0.07 mm < 0.1414 mm -> fine"}
+    write_meta(tmp_path, "a", _meta(model_choice=choice))
+    assert read_meta(tmp_path, "a").model_choice == choice
+    # a record written before the choice existed has no key: read as None
+    doc = json.loads((tmp_path / "a_meta.json").read_text())
+    del doc["model_choice"]
+    (tmp_path / "b_meta.json").write_text(json.dumps(doc))
+    old = read_meta(tmp_path, "b")
+    assert old.model_choice is None and old.settings == _meta().settings
+    doc["model_choice"] = "fine"
+    (tmp_path / "c_meta.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="'model_choice' must be an object"):
+        read_meta(tmp_path, "c")
 
 
 @pytest.mark.parametrize("bad, message", [
