@@ -325,8 +325,8 @@ def info(
 ) -> None:
     """Show what the reader sees in each image, without segmenting: format, size, pixel
     spacing and its source, photometric interpretation (inverted?), bits stored, modality LUT,
-    VOI LUT presence, presentation intent, laterality, view, magnification and the reader's
-    warnings. Nothing is written. A file that cannot be read gets segment's one-line error
+    VOI LUT presence, presentation intent, laterality, view, magnification, the reader's
+    warnings, and which model 'segment --model auto' would pick and why. Nothing is written. A file that cannot be read gets segment's one-line error
     (exit status 2 at the end).
     """
     import json
