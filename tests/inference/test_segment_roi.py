@@ -99,7 +99,8 @@ def test_tiny_crop_is_padded_and_segmented(tmp_path: Path) -> None:
     path.parent.mkdir()
     Image.fromarray(img).save(path)
     out = tmp_path / "out"
-    res = runner.invoke(app, ["segment", str(path), "--out", str(out), "--roi",
+    # --model coarse: auto would take the fine (0.1 mm) model at 0.085 mm once it is installed
+    res = runner.invoke(app, ["segment", str(path), "--out", str(out), "--roi", "--model", "coarse",
                               "--pixel-spacing", "0.085", "--device", "cpu", "--no-progress"])
     assert res.exit_code == 0, res.output
     for suffix in ("_prob.png", "_mask.png", "_calcifications.csv", "_clusters.json",
