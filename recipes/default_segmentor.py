@@ -1,6 +1,7 @@
 """The recipe of the shipped default segmentor: data split, training, operating point, install.
 
     python recipes/default_segmentor.py train     [--steps N] [--device auto] [--resume]
+                                                  [--channels 16,32,64,128] [--run DIR]
     python recipes/default_segmentor.py calibrate  # choose the operating threshold
     python recipes/default_segmentor.py install    # copy the model into the package
 
@@ -115,10 +116,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     train = parts.part("training")
     forbidden = set(calc_refs()) | set(parts.calibration) | set(parts.test)
     assert not forbidden & set(train), "training set overlaps calcification or held-out images"
+    config = train_config(args.steps)
+    if args.channels:  # the capacity study (issue 13): the same recipe, a wider network
+        import dataclasses
+
+        width = tuple(int(c) for c in args.channels.split(","))
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, channels=width))
     summary = run_training(
-        "segmentor", RUN_DIR,
+        "segmentor", args.run,
         None if args.resume else image_paths(train),
-        None if args.resume else train_config(args.steps),
+        None if args.resume else config,
         device=args.device, steps=args.steps if not args.resume else None,
         resume=args.resume, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
         stop_at_step=args.stop_at_step,
@@ -229,6 +236,10 @@ def main() -> None:
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--stop-at-step", type=int, default=None)
+    t.add_argument("--channels", default=None, help="network width per level (default: the "
+                   "model config's 16,32,64,128)")
+    t.add_argument("--run", type=Path, default=RUN_DIR, help="run folder (default runs/default_segmentor; "
+                   "calibrate and install use the default)")
     sub.add_parser("calibrate")
     sub.add_parser("install")
     args = ap.parse_args()
