@@ -76,7 +76,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mcgenref.flow.seeds import Seed, SeedConfig, find_seeds
+from mcgenref.flow.seeds import TT_GPR_SEEDS, Seed, SeedConfig, find_seeds
 from mcgenref.models.generator import GeneratorContract
 from mcgenref.runtime import Autocast
 
@@ -86,8 +86,9 @@ __all__ = ["GeneratorProjector", "ProjectionRequest", "Projector", "RefineConfig
 #: the proximity every pixel keeps, so that a pixel no term speaks about stays at ``z0``
 _BASE_PROXIMITY = 1e-6
 
-#: TT-GPR's default seed rule (docs/tt_gpr.md, "Seeds where the misses are")
-DEFAULT_SEEDS = SeedConfig(rule="logit", min_logit=-8.0, max_per_tile=8, tile_px=64)
+#: TT-GPR's default seed rule (docs/tt_gpr.md, "Seeds where the misses are"); defined in
+#: :mod:`mcgenref.flow.seeds`, where a generator trained on mined seeds reads it too
+DEFAULT_SEEDS = TT_GPR_SEEDS
 
 
 @dataclass(frozen=True)
