@@ -56,6 +56,93 @@ GENERATOR = REPO / "src/mcgenref/weights/generator"
 TEST_SEED = 424_242_424  # not a training (0), validation (1_000_003) or quality seed
 
 
+# --------------------------------------------------------------------------- the evidence sets
+# Issue 14, item 6. Written down and committed before TT-GPR first ran on any of them; the
+# ``test`` sets are for the one final run (the lead's), ``dev`` ones for development runs.
+
+#: base seeds of the evidence sets: (split, set) -> seed. Fresh: no network, tuning,
+#: diagnostic or earlier benchmark used them (TEST_SEED above was used by the ablation).
+EVIDENCE_SEEDS = {
+    ("test", "fresh"): 616_161_617,
+    ("test", "shifted"): 737_373_737,
+    ("dev", "fresh"): 51_515_011,
+    ("dev", "shifted"): 51_515_012,
+}
+#: which mini-MIAS normals (:data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT` part)
+#: each split's patches are cut from: test women only for ``test``, calibration for ``dev``
+EVIDENCE_NORMALS = {"test": "test", "dev": "calibration"}
+#: clusters of 10-40 MCs in both sets (the networks were trained on 5-30)
+EVIDENCE_N_MCS = (10, 40)
+#: share of the shifted set's patches on procedural texture instead of a real normal
+SHIFTED_PROCEDURAL_FRACTION = 0.5
+
+
+def shifted_synthesis(patch: int = 256):  # noqa: ANN201
+    """The shifted test set's image-formation settings, each away from training's
+    (``SynthesisConfig()`` with clusters of 5-30, on which both networks were trained):
+
+    - lower contrast: attenuation 0.15-0.45 per mm (training 0.2-0.6) and stronger damping by
+      dense tissue, 0.7 (training 0.5);
+    - wider blur: PSF sigma 0.12-0.20 mm (training 0.06-0.14);
+    - other MC shapes: 15 % punctate, 15 % round/oval, 40 % pleomorphic, 30 % fine linear
+      (training 35/30/25/10), median size 0.35 mm (training 0.3), clusters mostly ductal
+      (25 % cloud, 30 % linear, 30 % branching, 15 % segmental; training 50/20/15/15);
+    - other backgrounds: half the patches on procedural texture with a flatter spectrum,
+      beta 1.8-2.4 (training 2.5-3.5), and more white noise, 0.015-0.03 (training
+      0.005-0.02); the other half on real normals (:data:`SHIFTED_PROCEDURAL_FRACTION`).
+    """
+    from mcgenref.synthesis.config import (
+        BackgroundConfig,
+        ClusterConfig,
+        ContrastConfig,
+        MCConfig,
+        PSFConfig,
+        SynthesisConfig,
+    )
+
+    return SynthesisConfig(
+        patch_size_px=patch,
+        cluster=ClusterConfig(n_mcs_range=EVIDENCE_N_MCS, p_cloud=0.25, p_linear=0.30,
+                              p_branching=0.30, p_segmental=0.15),
+        mc=MCConfig(size_median_mm=0.35, p_punctate=0.15, p_round_oval=0.15, p_pleomorphic=0.40,
+                    p_fine_linear=0.30),
+        contrast=ContrastConfig(attenuation_per_mm_range=(0.15, 0.45), density_damping=0.7),
+        psf=PSFConfig(sigma_mm_range=(0.12, 0.20)),
+        background=BackgroundConfig(beta_range=(1.8, 2.4), white_noise_std_range=(0.015, 0.03)),
+    )
+
+
+def fresh_synthesis(patch: int = 256):  # noqa: ANN201
+    """The fresh-seed set's settings: training's image-formation model, clusters of 10-40."""
+    from mcgenref.synthesis.config import ClusterConfig, SynthesisConfig
+
+    return SynthesisConfig(patch_size_px=patch, cluster=ClusterConfig(n_mcs_range=EVIDENCE_N_MCS))
+
+
+def evidence_patches(split: str, which: str, n: int, patch: int = 256) -> list:
+    """``n`` patches of the evidence set ``which`` ("fresh" or "shifted") of ``split``
+    ("dev" or "test"): sample ``i`` is ``generate_sample(sample_seed(seed, i))`` on the split's
+    normals, or, for a shifted sample whose draw ``U(seed, i) < SHIFTED_PROCEDURAL_FRACTION``,
+    on procedural texture at 0.2 mm."""
+    from mcgenref.synthesis.patches import NegativePatchSampler
+    from mcgenref.synthesis.sample import generate_sample, sample_seed
+
+    if split not in EVIDENCE_NORMALS or which not in ("fresh", "shifted"):
+        raise SystemExit(f"error: unknown evidence set {split}/{which}")
+    seed = EVIDENCE_SEEDS[(split, which)]
+    config = shifted_synthesis(patch) if which == "shifted" else fresh_synthesis(patch)
+    refs = recipe.split().part(EVIDENCE_NORMALS[split])
+    sampler = NegativePatchSampler(recipe.image_paths(refs), patch, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM)
+    spacing = (MIAS_PIXEL_SPACING_MM, MIAS_PIXEL_SPACING_MM)
+    out = []
+    for i in range(n):
+        procedural = (which == "shifted"
+                      and np.random.default_rng([seed, i, 0x5EED]).random() < SHIFTED_PROCEDURAL_FRACTION)
+        out.append(generate_sample(sample_seed(seed, i), config, None if procedural else sampler,
+                                   spacing, index=i))
+    return out
+
+
 def variants() -> dict:
     from mcgenref.flow.seeds import SeedConfig
     from mcgenref.inference.refine import RefineConfig
