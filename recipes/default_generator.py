@@ -4,7 +4,7 @@
     python recipes/default_generator.py quality  # seed recall / spurious MCs / background error
     python recipes/default_generator.py install  # copy the model into the package
 
-    python recipes/default_generator.py train --seed-source mined [--steps 2000]
+    python recipes/default_generator.py train --seed-source mined [--steps 1000]
     python recipes/default_generator.py seed-share [--patches 64]  # MC share of mined seeds
 
 The mined variant (``--seed-source mined``, issue 14 item 4; run folder
@@ -50,20 +50,23 @@ from mcgenref.datasets.mias_split import split_record
 
 RUN_DIR = REPO / "runs" / "default_generator"
 MINED_RUN_DIR = REPO / "runs" / "mined_generator"
+MINED_STEPS = 1000  # 5-7 s a step on the loaded 2-core CPU (smoke run): 1.4-1.9 h (docs/generator_model_card.md)
 SEED_SHARE_SEED = 51_515_003  # fresh: no network, tuning or benchmark used it
 PACKAGE_MODEL = REPO / "src" / "mcgenref" / "weights" / "generator"
 PACKAGE_SEGMENTOR = REPO / "src" / "mcgenref" / "weights" / "segmentor"
 
 
 def train_config(steps: int, hard_decoy_fraction: float = 0.5, decoy_rate: float = 15.0,
-                 seed_source: str = "synthetic"):
+                 seed_source: str = "synthetic", init_from: str | None = None):
     """The recipe's training config (see docs/generator_model_card.md).
 
     ``seed_source="mined"``: the same network and synthesis, on 128 px patches (the
     segmentor's training patch, so its logits are those of its own context size), batch 8 with
     6 crops of 32 px each (48 crops a step, 49 k pixels against the 131 k of 32 64 px patches:
     the segmentor forward on the patches costs about as much as the generator step), val 32
-    patches.
+    patches. ``init_from``: a generator folder of the same network to start from (the recipe
+    passes the shipped one: 1000 CPU steps adapt it to the mined seeds rather than train one
+    from scratch; lr 5e-4, warm-up 100), ``None``: fresh weights (a longer, GPU run).
     """
     from mcgenref.models.generator import GeneratorConfig
     from mcgenref.synthesis.config import ClusterConfig, SynthesisConfig
@@ -77,6 +80,9 @@ def train_config(steps: int, hard_decoy_fraction: float = 0.5, decoy_rate: float
             mined=MinedSeedsConfig(segmentor=None, crop_px=32, crops_per_sample=6),
             batch_size=8,
             val_size=32,
+            init_from=init_from,
+            lr=5e-4 if init_from is not None else 1e-3,
+            warmup_steps=100 if init_from is not None else 200,
         )
     return TrainGeneratorConfig(
         model=GeneratorConfig(channels=(16, 32, 64), time_embedding_dim=32, condition_dropout=0.1),
@@ -106,12 +112,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     forbidden = set(calc_refs()) | set(parts.calibration) | set(parts.test)
     assert not forbidden & set(train), "training set overlaps calcification or held-out images"
     run_dir = args.run_dir or (MINED_RUN_DIR if args.seed_source == "mined" else RUN_DIR)
-    config = train_config(args.steps, args.hard_decoy_fraction, args.decoy_rate, args.seed_source)
+    steps = args.steps or (MINED_STEPS if args.seed_source == "mined" else 2500)
+    init = None if args.init_from in (None, "none") else args.init_from
+    if args.seed_source == "mined" and args.init_from is None:
+        init = str(PACKAGE_MODEL)  # the mined recipe adapts the shipped generator
+    config = train_config(steps, args.hard_decoy_fraction, args.decoy_rate, args.seed_source, init)
     summary = run_training(
         "generator", run_dir,
         None if args.resume else image_paths(train),
         None if args.resume else config,
-        device=args.device, steps=args.steps if not args.resume else None,
+        device=args.device, steps=steps if not args.resume else None,
         resume=args.resume, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
         stop_at_step=args.stop_at_step,
     )
@@ -221,7 +231,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train")
-    train.add_argument("--steps", type=int, default=2500)
+    train.add_argument("--steps", type=int, default=None,
+                       help="default 2500 (synthetic seeds) or 1000 (mined seeds)")
+    train.add_argument("--init-from", default=None,
+                       help="a generator folder to start from; 'none': fresh weights (default: fresh "
+                            "for synthetic seeds, the shipped generator for mined seeds)")
     train.add_argument("--device", default="auto")
     train.add_argument("--resume", action="store_true")
     train.add_argument("--stop-at-step", type=int, default=None)

@@ -50,3 +50,27 @@ def test_evidence_seeds_are_fresh_and_splits_apart(bench) -> None:  # noqa: ANN0
     used = {0, 1_000_003, bench.TEST_SEED, 51_515_001, 51_515_002, 51_515_003}
     assert len(set(seeds)) == len(seeds) and not used & set(seeds)
     assert bench.EVIDENCE_NORMALS == {"test": "test", "dev": "calibration"}
+
+
+def test_mcnemar_on_a_known_table(bench) -> None:  # noqa: ANN001
+    import numpy as np
+
+    # 10 MCs both find, 1 only A, 6 only B, 3 neither: p = 2 * P(X <= 1), X ~ Bin(7, 1/2) = 16/128
+    a = np.array([1] * 10 + [1] * 1 + [0] * 6 + [0] * 3, bool)
+    b = np.array([1] * 10 + [0] * 1 + [1] * 6 + [0] * 3, bool)
+    r = bench.mcnemar_exact(a, b)
+    assert (r["n"], r["both"], r["a_only"], r["b_only"], r["neither"]) == (20, 10, 1, 6, 3)
+    assert r["p_value"] == pytest.approx(16 / 128)
+    assert bench.mcnemar_exact(a, a)["p_value"] == 1.0  # no discordant pair
+    assert bench.mcnemar_exact(b, a)["p_value"] == pytest.approx(16 / 128)  # symmetric
+    with pytest.raises(ValueError, match="length"):
+        bench.mcnemar_exact(a, b[:-1])
+
+
+def test_paired_difference_resamples_the_same_patches(bench) -> None:  # noqa: ANN001
+    import numpy as np
+
+    values = np.arange(20, dtype=float)
+    # B = A + 1 on every patch: the difference is exactly 1 in every resample
+    r = bench.paired_difference(lambda i: float(values[i].mean() + 1), lambda i: float(values[i].mean()), 20, 200)
+    assert r["difference"] == pytest.approx(1.0) and r["ci"] == pytest.approx([1.0, 1.0])
