@@ -1,12 +1,26 @@
 """TT-GPR: ablation on synthetic data, cluster FROC on real mammograms, and cost.
 
-    python benchmarks/tt_gpr.py [--synthetic 300] [--bootstrap 1000] [--skip-real] [--skip-cost]
-                                [--out benchmarks/results/tt_gpr]
+    python benchmarks/tt_gpr.py [--split dev|test] [--evidence N] [--synthetic 300]
+                                [--bootstrap 1000] [--skip-real] [--skip-cost] [--out DIR]
 
 (The diagnostics of issue 14, on development data, are benchmarks/tt_gpr_diagnostics.py.)
 
-1. Synthetic ablation. Test patches (256 px at 0.2 mm) made on the ``test`` part's
-   mini-MIAS normals (held-out women, never seen by either network;
+``--split`` chooses the data of every part: ``dev`` (the default, for every development run)
+uses the ``calibration`` part's normals and development seeds only; ``test`` the held-out
+``test`` normals and the test seeds, for the one final run. Default ``--out``:
+benchmarks/results/tt_gpr (test) or benchmarks/results/tt_gpr_dev (dev).
+
+0. Evidence (``--evidence N`` patches per set; issue 14, item 6): two sets fixed before
+   TT-GPR first ran on them (:data:`EVIDENCE_SEEDS`, :func:`fresh_synthesis`,
+   :func:`shifted_synthesis`): a fresh-seed set with training's image-formation model, and a
+   shifted set (lower contrast, wider blur, other MC shapes and cluster patterns, half on
+   another procedural texture). Per set: the object FROC of TT-GPR against the segmentor's
+   own threshold sweep at 0.25-4 false components per patch with paired bootstrap CIs of
+   the differences (patches resampled), pixel Dice and recall, object sensitivity and FP per
+   patch at the operating point with paired CIs, and the per-MC exact McNemar test
+   (:func:`mcnemar_exact`).
+1. Synthetic ablation. Patches (256 px at 0.2 mm) made on the split's mini-MIAS normals
+   (``test``: held-out women, never seen by either network;
    :data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT`) with a base seed neither training used,
    and clusters of 10-40 MCs (the generator and segmentor were trained on 5-30: other
    generator settings where the test allows). Per variant (the initializer = the frozen
@@ -18,7 +32,7 @@
    whether the generator's projections raise the segmentor's logit more at seeds on MCs than
    at seeds on other spots (:func:`seed_evidence`).
 2. Real mammograms: `mcgenref segment` with and without `--refine` on the 8 mini-MIAS
-   calcification images and the ``test`` normals, scored by `mcgenref evaluate` (cluster FROC).
+   calcification images and the split's normals, scored by `mcgenref evaluate` (cluster FROC).
 3. Cost: seconds per full-field image with and without `--refine`, side by side in one run,
    on the mini-MIAS images of part 2 (1024 x 1024 at 0.2 mm) and on a generated 70 um
    full-field DICOM (4096 x 3328).
@@ -56,6 +70,194 @@ GENERATOR = REPO / "src/mcgenref/weights/generator"
 TEST_SEED = 424_242_424  # not a training (0), validation (1_000_003) or quality seed
 
 
+# --------------------------------------------------------------------------- the evidence sets
+# Issue 14, item 6. Written down and committed before TT-GPR first ran on any of them; the
+# ``test`` sets are for the one final run (the lead's), ``dev`` ones for development runs.
+
+#: base seeds of the evidence sets: (split, set) -> seed. Fresh: no network, tuning,
+#: diagnostic or earlier benchmark used them (TEST_SEED above was used by the ablation).
+EVIDENCE_SEEDS = {
+    ("test", "fresh"): 616_161_617,
+    ("test", "shifted"): 737_373_737,
+    ("dev", "fresh"): 51_515_011,
+    ("dev", "shifted"): 51_515_012,
+}
+#: which mini-MIAS normals (:data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT` part)
+#: each split's patches are cut from: test women only for ``test``, calibration for ``dev``
+EVIDENCE_NORMALS = {"test": "test", "dev": "calibration"}
+#: clusters of 10-40 MCs in both sets (the networks were trained on 5-30)
+EVIDENCE_N_MCS = (10, 40)
+#: share of the shifted set's patches on procedural texture instead of a real normal
+SHIFTED_PROCEDURAL_FRACTION = 0.5
+
+
+def shifted_synthesis(patch: int = 256):  # noqa: ANN201
+    """The shifted test set's image-formation settings, each away from training's
+    (``SynthesisConfig()`` with clusters of 5-30, on which both networks were trained):
+
+    - lower contrast: attenuation 0.15-0.45 per mm (training 0.2-0.6) and stronger damping by
+      dense tissue, 0.7 (training 0.5);
+    - wider blur: PSF sigma 0.12-0.20 mm (training 0.06-0.14);
+    - other MC shapes: 15 % punctate, 15 % round/oval, 40 % pleomorphic, 30 % fine linear
+      (training 35/30/25/10), median size 0.35 mm (training 0.3), clusters mostly ductal
+      (25 % cloud, 30 % linear, 30 % branching, 15 % segmental; training 50/20/15/15);
+    - other backgrounds: half the patches on procedural texture with a flatter spectrum,
+      beta 1.8-2.4 (training 2.5-3.5), and more white noise, 0.015-0.03 (training
+      0.005-0.02); the other half on real normals (:data:`SHIFTED_PROCEDURAL_FRACTION`).
+    """
+    from mcgenref.synthesis.config import (
+        BackgroundConfig,
+        ClusterConfig,
+        ContrastConfig,
+        MCConfig,
+        PSFConfig,
+        SynthesisConfig,
+    )
+
+    return SynthesisConfig(
+        patch_size_px=patch,
+        cluster=ClusterConfig(n_mcs_range=EVIDENCE_N_MCS, p_cloud=0.25, p_linear=0.30,
+                              p_branching=0.30, p_segmental=0.15),
+        mc=MCConfig(size_median_mm=0.35, p_punctate=0.15, p_round_oval=0.15, p_pleomorphic=0.40,
+                    p_fine_linear=0.30),
+        contrast=ContrastConfig(attenuation_per_mm_range=(0.15, 0.45), density_damping=0.7),
+        psf=PSFConfig(sigma_mm_range=(0.12, 0.20)),
+        background=BackgroundConfig(beta_range=(1.8, 2.4), white_noise_std_range=(0.015, 0.03)),
+    )
+
+
+def fresh_synthesis(patch: int = 256):  # noqa: ANN201
+    """The fresh-seed set's settings: training's image-formation model, clusters of 10-40."""
+    from mcgenref.synthesis.config import ClusterConfig, SynthesisConfig
+
+    return SynthesisConfig(patch_size_px=patch, cluster=ClusterConfig(n_mcs_range=EVIDENCE_N_MCS))
+
+
+def evidence_patches(split: str, which: str, n: int, patch: int = 256) -> list:
+    """``n`` patches of the evidence set ``which`` ("fresh" or "shifted") of ``split``
+    ("dev" or "test"): sample ``i`` is ``generate_sample(sample_seed(seed, i))`` on the split's
+    normals, or, for a shifted sample whose draw ``U(seed, i) < SHIFTED_PROCEDURAL_FRACTION``,
+    on procedural texture at 0.2 mm."""
+    from mcgenref.synthesis.patches import NegativePatchSampler
+    from mcgenref.synthesis.sample import generate_sample, sample_seed
+
+    if split not in EVIDENCE_NORMALS or which not in ("fresh", "shifted"):
+        raise SystemExit(f"error: unknown evidence set {split}/{which}")
+    seed = EVIDENCE_SEEDS[(split, which)]
+    config = shifted_synthesis(patch) if which == "shifted" else fresh_synthesis(patch)
+    refs = recipe.split().part(EVIDENCE_NORMALS[split])
+    sampler = NegativePatchSampler(recipe.image_paths(refs), patch, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM)
+    spacing = (MIAS_PIXEL_SPACING_MM, MIAS_PIXEL_SPACING_MM)
+    out = []
+    for i in range(n):
+        procedural = (which == "shifted"
+                      and np.random.default_rng([seed, i, 0x5EED]).random() < SHIFTED_PROCEDURAL_FRACTION)
+        out.append(generate_sample(sample_seed(seed, i), config, None if procedural else sampler,
+                                   spacing, index=i))
+    return out
+
+
+def mc_hits(probs: list, samples: list, threshold: float) -> np.ndarray:
+    """bool ``[n MCs]``: for each visible MC of ``samples`` (in order), whether a component of
+    ``prob >= threshold`` matches it (centroids within 1 mm, one-to-one, as
+    :func:`mcgenref.evaluation.synthetic.score_synthetic`)."""
+    from mcgenref.evaluation.metrics import components, match_points
+    from mcgenref.evaluation.synthetic import visible_points
+
+    hits = []
+    for prob, s in zip(probs, samples, strict=True):
+        sp = (float(s.record["spacing_mm"][0]), float(s.record["spacing_mm"][1]))
+        centroids = np.array([[o.row, o.col] for o in components(prob >= threshold, sp)]).reshape(-1, 2)
+        truth = visible_points(s.record)
+        hit = np.zeros(len(truth), bool)
+        hit[match_points(centroids, truth, sp, 1.0).pairs[:, 1]] = True
+        hits.append(hit)
+    return np.concatenate(hits) if hits else np.zeros(0, bool)
+
+
+def mcnemar_exact(hits_a: np.ndarray, hits_b: np.ndarray) -> dict:
+    """The exact McNemar test of paired per-MC outcomes: ``b`` = found by A only, ``c`` = by
+    B only; two-sided p of ``min(b, c)`` under Binomial(b + c, 1/2) (1 when no pair is
+    discordant)."""
+    from scipy.stats import binomtest
+
+    hits_a, hits_b = np.asarray(hits_a, bool), np.asarray(hits_b, bool)
+    if hits_a.shape != hits_b.shape:
+        raise ValueError(f"paired outcomes differ in length: {hits_a.shape} vs {hits_b.shape}")
+    b, c = int((hits_a & ~hits_b).sum()), int((~hits_a & hits_b).sum())
+    p = binomtest(min(b, c), b + c, 0.5).pvalue if b + c else 1.0
+    return {"n": int(hits_a.size), "both": int((hits_a & hits_b).sum()), "neither": int((~hits_a & ~hits_b).sum()),
+            "a_only": b, "b_only": c, "p_value": float(p)}
+
+
+def paired_difference(stat_b, stat_a, n_items: int, n_boot: int, seed: int = 0) -> dict:  # noqa: ANN001
+    """``stat_b(idx) - stat_a(idx)`` on all patches, with a 95 % percentile bootstrap CI that
+    resamples the same patches for both (paired)."""
+    every = np.arange(n_items)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n_items, n_items)
+        diffs.append(stat_b(idx) - stat_a(idx))
+    diffs = np.asarray(diffs, float)
+    diffs = diffs[np.isfinite(diffs)]
+    lo, hi = (np.percentile(diffs, [2.5, 97.5]).tolist() if len(diffs) else [float("nan")] * 2)
+    return {"difference": float(stat_b(every) - stat_a(every)), "ci": [lo, hi]}
+
+
+def evidence(split: str, which: str, n: int, n_boot: int, generator: Path) -> dict:
+    """TT-GPR (defaults) against its initializer on one evidence set: the object FROC against
+    the segmentor's own threshold sweep (0.25-4 FP per patch, paired bootstrap CIs of the
+    differences), pixel Dice and recall, object sensitivity and FP per patch at the operating
+    point (paired bootstrap CIs), and the per-MC exact McNemar test there."""
+    from tt_gpr_diagnostics import froc
+
+    from mcgenref.evaluation.synthetic import score_synthetic, segmentor_logits
+    from mcgenref.inference.refine import RefineConfig, Refiner
+    from mcgenref.models.checkpoint import load_generator, load_model
+
+    seg, seg_meta = load_model(SEGMENTOR, "cpu")
+    gen, contract, _ = load_generator(generator, "cpu")
+    operating = float(seg_meta["operating_point"]["threshold"])
+    samples = evidence_patches(split, which, n)
+    z0 = segmentor_logits(seg, samples)
+    refiner = Refiner(seg, gen, RefineConfig(), "cpu", contract=contract)
+    t0 = time.perf_counter()
+    refined, windows = [], 0
+    for s, z in zip(samples, z0, strict=True):
+        result = refiner.refine(s.image, np.ones(s.image.shape, bool), z,
+                                (float(s.record["spacing_mm"][0]), float(s.record["spacing_mm"][1])))
+        refined.append(result.logits)
+        windows += result.info["windows"]
+    seconds = time.perf_counter() - t0
+    sig = [1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))) for z in z0]
+    sig_r = [1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))) for z in refined]
+    base, ref = score_synthetic(sig, samples, operating), score_synthetic(sig_r, samples, operating)
+
+    def pooled(scores, key):  # noqa: ANN001, ANN202
+        return lambda idx: scores.pooled(idx)[key]
+
+    def sensitivity(scores):  # noqa: ANN001, ANN202
+        return lambda idx: float(scores.objects[idx, 0].sum() / max(scores.objects[idx, 2].sum(), 1))
+
+    def fp(scores):  # noqa: ANN001, ANN202
+        return lambda idx: float(scores.objects[idx, 1].mean())
+
+    at_operating = {}
+    for name, make in (("dice", lambda sc: pooled(sc, "dice")), ("recall", lambda sc: pooled(sc, "recall")),
+                       ("object_sensitivity", sensitivity), ("fp_per_patch", fp)):
+        at_operating[name] = {"segmentor": make(base)(np.arange(n)), "tt_gpr": make(ref)(np.arange(n)),
+                              **paired_difference(make(ref), make(base), n, n_boot)}
+    return {
+        "set": which, "split": split, "n_patches": n, "seed": EVIDENCE_SEEDS[(split, which)],
+        "n_visible_mcs": int(base.objects[:, 2].sum()), "operating_threshold": operating,
+        "tt_gpr": {"windows_per_patch": windows / max(n, 1), "seconds": round(seconds, 1)},
+        "froc": froc(samples, {"segmentor (threshold sweep)": z0, "TT-GPR": refined}, n_boot),
+        "at_operating_point": at_operating,
+        "mcnemar": mcnemar_exact(mc_hits(sig, samples, operating), mc_hits(sig_r, samples, operating)),
+    }
+
+
 def variants() -> dict:
     from mcgenref.flow.seeds import SeedConfig
     from mcgenref.inference.refine import RefineConfig
@@ -76,18 +278,23 @@ def variants() -> dict:
     }
 
 
-def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
+#: base seed of the ablation's patches with ``--split dev`` (calibration normals; fresh)
+DEV_ABLATION_SEED = 51_515_013
+
+
+def synthetic_ablation(n: int, n_boot: int, generator: Path, split: str = "test") -> dict:
 
     from mcgenref.evaluation.synthetic import refined_probabilities, score_synthetic, segmentor_logits
     from mcgenref.inference.refine import Refiner
     from mcgenref.models.checkpoint import load_generator, load_model
 
-    test = recipe.split().part("test")
+    normals = recipe.split().part(EVIDENCE_NORMALS[split])
+    seed = TEST_SEED if split == "test" else DEV_ABLATION_SEED
     seg, seg_meta = load_model(SEGMENTOR, "cpu")
     gen, contract, _ = load_generator(generator, "cpu")
     operating = float(seg_meta["operating_point"]["threshold"])
     patch = 256
-    samples = recipe.synthetic_patches(test, n, TEST_SEED, patch, n_mcs_range=(10, 40))
+    samples = recipe.synthetic_patches(normals, n, seed, patch, n_mcs_range=(10, 40))
     logits0 = segmentor_logits(seg, samples)
     results = {}
     for name, config in variants().items():
@@ -107,7 +314,7 @@ def synthetic_ablation(n: int, n_boot: int, generator: Path) -> dict:
     n_mcs = results["TT-GPR"]["0.5"]["n_truth_mcs"]
     return {"n_patches": n, "n_visible_mcs": n_mcs, "operating_threshold": operating,
             "seed_evidence": seed_evidence(samples, logits0, seg, gen, contract, operating),
-            "patch": f"{patch} px at {MIAS_PIXEL_SPACING_MM} mm, test-part normals, seed {TEST_SEED}, "
+            "patch": f"{patch} px at {MIAS_PIXEL_SPACING_MM} mm, {EVIDENCE_NORMALS[split]}-part normals, seed {seed}, "
                      "clusters of 10-40 MCs", "variants": results}
 
 
@@ -173,11 +380,12 @@ def seed_evidence(samples: list, logits0: list, seg, gen, contract, operating: f
     return {"k": k, "bands": bands}
 
 
-def real_clusters(work: Path, n_boot: int, generator: Path) -> dict:
+def real_clusters(work: Path, n_boot: int, generator: Path, split: str = "test") -> dict:
     from mcgenref.workflows import SegmentOptions, run_evaluate, run_segment
 
-    test = recipe.split().part("test")  # reported quality: the held-out test women only
-    inputs = [str(p) for p in recipe.image_paths(calc_refs() + test)]
+    # reported quality: the held-out test women only; --split dev: the calibration women
+    normals = recipe.split().part(EVIDENCE_NORMALS[split])
+    inputs = [str(p) for p in recipe.image_paths(calc_refs() + normals)]
     out = {}
     for refine in (False, True):
         pred = work / f"pred-{'refine' if refine else 'plain'}"
@@ -231,7 +439,8 @@ def _fmt(v: float | None, nd: int = 3) -> str:
 
 def write_tables(result: dict, out: Path) -> None:
     lines = ["# TT-GPR: ablation, real-image cluster FROC and cost", "",
-             f"`python benchmarks/tt_gpr.py` on {result['machine']}; {result['runtime_s']} s; "
+             f"`python benchmarks/tt_gpr.py --split {result.get('split', 'test')}` on {result['machine']}; "
+             f"{result['runtime_s']} s; "
              f"generator sha256 {result['generator_sha256'][:12]}.", ""]
     syn = result.get("synthetic")
     if syn:
@@ -262,6 +471,30 @@ def write_tables(result: dict, out: Path) -> None:
                          f"{_fmt(b['mean_logit_change_not'], 2)} | {_fmt(b['auc_logit_change'])} | "
                          f"{_fmt(b['auc_initial_prob'])} |")
         lines.append("")
+    for ev in result.get("evidence", []):
+        lines += [f"## Evidence: {ev['set']} set ({ev['split']} split)", "",
+                  f"{ev['n_patches']} patches of 256 px at 0.2 mm (seed {ev['seed']}), {ev['n_visible_mcs']} "
+                  f"visible MCs; TT-GPR defaults ({ev['tt_gpr']['windows_per_patch']:.1f} windows / patch, "
+                  f"{ev['tt_gpr']['seconds']} s).", "",
+                  "Object FROC: sensitivity at most N false components per patch (threshold sweep of the "
+                  "logits, -12 to 30); TT-GPR minus the segmentor's own sweep, 95 % paired bootstrap CI.", "",
+                  "| curve | " + " | ".join(f"@ {v:g}" for v in ev["froc"]["fp_levels"]) + " |",
+                  "|---|" + "---|" * len(ev["froc"]["fp_levels"])]
+        for name, v in ev["froc"]["curves"].items():
+            cells = [_fmt(x) for x in v["sensitivity_at"]]
+            if "difference" in v:
+                cells = [f"{c} ({d:+.3f} [{lo:+.3f}, {hi:+.3f}])"
+                         for c, d, (lo, hi) in zip(cells, v["difference"], v["difference_ci"], strict=True)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", f"At the operating point {ev['operating_threshold']:g} (difference TT-GPR - segmentor, "
+                  "95 % paired bootstrap CI):", "", "| | segmentor | TT-GPR | difference [CI] |", "|---|---|---|---|"]
+        for name, v in ev["at_operating_point"].items():
+            lines.append(f"| {name} | {_fmt(v['segmentor'])} | {_fmt(v['tt_gpr'])} | "
+                         f"{v['difference']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] |")
+        mc = ev["mcnemar"]
+        lines += ["", f"Per-MC exact McNemar at the operating point: {mc['n']} MCs, found by both {mc['both']}, "
+                  f"the segmentor only {mc['a_only']}, TT-GPR only {mc['b_only']}, neither {mc['neither']}; "
+                  f"p = {mc['p_value']:.3g}.", ""]
     real = result.get("real")
     if real:
         lines += ["## Real mammograms: mini-MIAS cluster FROC", "",
@@ -287,13 +520,21 @@ def write_tables(result: dict, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generator", type=Path, default=GENERATOR)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/tt_gpr")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default benchmarks/results/tt_gpr (test) or benchmarks/results/tt_gpr_dev (dev)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--synthetic", type=int, default=300)
+    ap.add_argument("--split", choices=("dev", "test"), default="dev",
+                    help="dev: calibration normals and development seeds only (every development run); "
+                         "test: the held-out test normals and the test sets (the one final run)")
+    ap.add_argument("--evidence", type=int, default=0, metavar="N",
+                    help="patches per evidence set (fresh-seed and shifted; 0: skip)")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--tables-only", action="store_true", help="rewrite table.md from --out/table.json")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = REPO / "benchmarks/results" / ("tt_gpr" if args.split == "test" else "tt_gpr_dev")
     if args.tables_only:
         write_tables(json.loads((args.out / "table.json").read_text()), args.out)
         return
@@ -308,12 +549,16 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                    + (torch.cuda.get_device_name(0) if gpu else "no GPU"),
         "generator_sha256": read_model_meta(args.generator, GENERATOR_KIND)["weights"]["sha256"],
+        "split": args.split,
     }
     if args.synthetic > 0:
-        result["synthetic"] = synthetic_ablation(args.synthetic, args.bootstrap, args.generator)
+        result["synthetic"] = synthetic_ablation(args.synthetic, args.bootstrap, args.generator, args.split)
+    if args.evidence > 0:
+        result["evidence"] = [evidence(args.split, which, args.evidence, args.bootstrap, args.generator)
+                              for which in ("fresh", "shifted")]
     with tempfile.TemporaryDirectory() as work:
         if not args.skip_real:
-            result["real"] = real_clusters(Path(work), args.bootstrap, args.generator)
+            result["real"] = real_clusters(Path(work), args.bootstrap, args.generator, args.split)
         if not args.skip_cost:
             result["cost"] = full_field_cost(Path(work), args.generator)
     result["runtime_s"] = round(time.perf_counter() - t0, 1)

@@ -30,6 +30,14 @@ within 1 mm, one-to-one, :func:`mcgenref.evaluation.synthetic.score_synthetic`'s
    read at 0.25, 0.5, 1, 2 and 4 false components per patch; paired bootstrap CIs of the
    difference (patches resampled).
 
+5. **K-projection spread** (``--spread-only``, issue 14 item 5; written to spread.md and
+   spread.json in --out): for TT-GPR's first round on each window (the shipped generator),
+   per sampler variant (today's; fresh noise from ``t_start = 0`` with more Euler steps; a
+   random half of the seeds per projection, ``seed_keep``): the mean pixel std across the K
+   projections inside the seed discs (radius ``max(size / 2, 0.3 mm)``), in normalised
+   intensity and in surrogate probability, and per seed the MC-vs-not AUC of the
+   surrogates' agreement ``1 - 2 std`` and of their mean logit change.
+
 Writes table.md and table.json into --out.
 """
 
@@ -321,6 +329,97 @@ def froc(samples: list, curves: dict, n_boot: int) -> dict:
     return out
 
 
+def spread_variants() -> dict:
+    from mcgenref.inference.refine import RefineConfig
+
+    base = RefineConfig()
+    r = dataclasses.replace
+    return {
+        "today (t_start 0.23, 3 Euler steps, every seed)": base,
+        "fresh noise: t_start 0, 6 steps": r(base, t_start=0.0, sampler_steps=6),
+        "seed_keep 0.5": r(base, seed_keep=0.5),
+        "seed_keep 0.5, t_start 0, 6 steps": r(base, seed_keep=0.5, t_start=0.0, sampler_steps=6),
+    }
+
+
+def projection_spread(samples: list, logits: list, seg, gen, contract) -> dict:  # noqa: ANN001
+    """Section 5 of the module docstring: the spread of the K projections per variant."""
+    import torch
+    from scipy import ndimage
+
+    from mcgenref.inference.refine import Refiner, plan_windows
+
+    out = {}
+    for name, config in spread_variants().items():
+        refiner = Refiner(seg, gen, config, "cpu", contract=contract)
+        px_std, prob_std, rows = [], [], []
+        t0 = time.perf_counter()
+        for s, z in zip(samples, logits, strict=True):
+            sp = _spacing(s)
+            region = np.ones(s.image.shape, bool)
+            corners, _ = plan_windows(z, region, sp, config)
+            if not corners:
+                continue
+            size, m = config.window_px, config.margin_px
+            sl = [(slice(r0, r0 + size), slice(c0, c0 + size)) for r0, c0 in corners]
+            y = torch.from_numpy(np.stack([s.image[q] for q in sl])[:, None].astype(np.float32))
+            z0 = torch.from_numpy(np.stack([z[q] for q in sl])[:, None].astype(np.float32))
+            reg = torch.ones_like(z0, dtype=torch.bool)
+            seeds, x, zk = refiner.project(list(range(len(corners))), corners, y, z0, z0, reg, sp)
+            prob = _sigmoid(zk.numpy())
+            x_sd, p_sd = x.numpy().std(axis=1), prob.std(axis=1)
+            on_mc = ndimage.binary_dilation(s.mask.astype(bool))
+            rr, cc = np.mgrid[0:size, 0:size]
+            for i, ((r0, c0), ws) in enumerate(zip(corners, seeds, strict=True)):
+                for q in ws:
+                    if not (m <= q.row < size - m and m <= q.col < size - m):
+                        continue  # another window's (counted once)
+                    radius = max(q.size_mm / 2, 0.3)
+                    disc = ((rr - q.row) * sp[0]) ** 2 + ((cc - q.col) * sp[1]) ** 2 <= radius**2
+                    px_std.append(float(x_sd[i][disc].mean()))
+                    prob_std.append(float(p_sd[i][disc].mean()))
+                    r, c = int(round(q.row)), int(round(q.col))
+                    rows.append((1.0 - 2.0 * float(p_sd[i, r, c]), float(zk[i, :, r, c].mean() - z0[i, 0, r, c]),
+                                 bool(on_mc[r0 + r, c0 + c]), float(z0[i, 0, r, c])))
+        a = np.asarray(rows, float).reshape(-1, 4)
+        mc = a[:, 2] > 0
+        low = a[:, 3] < 0  # below p = 0.5: where the missed MCs are
+        out[name] = {
+            "seeds": len(a), "on_mc": int(mc.sum()),
+            "pixel_std_in_seed_discs": float(np.mean(px_std)) if px_std else None,
+            "surrogate_prob_std_in_seed_discs": float(np.mean(prob_std)) if prob_std else None,
+            "mean_agreement_mc": float(a[mc, 0].mean()) if mc.any() else None,
+            "mean_agreement_not": float(a[~mc, 0].mean()) if (~mc).any() else None,
+            "auc_agreement": _auc(mc, a[:, 0]), "auc_logit_change": _auc(mc, a[:, 1]),
+            "auc_initial_logit": _auc(mc, a[:, 3]),
+            "below_half": {"seeds": int(low.sum()), "on_mc": int(mc[low].sum()),
+                           "auc_agreement": _auc(mc[low], a[low, 0]),
+                           "auc_logit_change": _auc(mc[low], a[low, 1]),
+                           "auc_initial_logit": _auc(mc[low], a[low, 3])},
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        print(name, out[name], flush=True)
+    return out
+
+
+def write_spread(r: dict, out: Path) -> None:
+    lines = ["# TT-GPR: spread of the K projections (development data)", "",
+             f"`python benchmarks/tt_gpr_diagnostics.py --spread-only --patches {r['n_patches']}` on "
+             f"{r['machine']}; {r['runtime_s']} s. {r['data']} Shipped generator, K = 4, first round, "
+             "seeds in each window's inner part; a seed is an MC on the exact mask dilated by one pixel.", "",
+             "| variant | seeds (on an MC) | pixel std in seed discs | surrogate p std in seed discs | "
+             "agreement: MC / not | AUC: agreement, logit change, initial logit | seeds at z < 0 (on an MC): "
+             "AUC agreement, change, initial logit | s |", "|---|---|---|---|---|---|---|---|"]
+    for name, v in r["spread"].items():
+        lines.append(f"| {name} | {v['seeds']} ({v['on_mc']}) | {_fmt(v['pixel_std_in_seed_discs'], 4)} | "
+                     f"{_fmt(v['surrogate_prob_std_in_seed_discs'], 4)} | {_fmt(v['mean_agreement_mc'])} / "
+                     f"{_fmt(v['mean_agreement_not'])} | {_fmt(v['auc_agreement'])}, {_fmt(v['auc_logit_change'])}, "
+                     f"{_fmt(v['auc_initial_logit'])} | {v['below_half']['seeds']} ({v['below_half']['on_mc']}): "
+                     f"{_fmt(v['below_half']['auc_agreement'])}, {_fmt(v['below_half']['auc_logit_change'])}, "
+                     f"{_fmt(v['below_half']['auc_initial_logit'])} | {v['seconds']} |")
+    (out / "spread.md").write_text("\n".join(lines) + "\n")
+
+
 def _fmt(v, nd: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
@@ -389,6 +488,9 @@ def main() -> None:
     ap.add_argument("--generator", type=Path, default=GENERATOR)
     ap.add_argument("--skip-froc", action="store_true")
     ap.add_argument("--skip-oracle", action="store_true")
+    ap.add_argument("--spread-only", action="store_true",
+                    help="only section 5 (K-projection spread) on --patches calibration patches; "
+                         "writes spread.md / spread.json")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/tt_gpr_diagnostics")
     ap.add_argument("--tables-only", action="store_true", help="rewrite table.md from --out/table.json")
     args = ap.parse_args()
@@ -407,6 +509,20 @@ def main() -> None:
     threshold = float(meta["operating_point"]["threshold"])
     split = recipe.split()
     dev = recipe.synthetic_patches(split.part("calibration"), args.patches, CALIBRATION_SEED, 256, (10, 40))
+    if args.spread_only:
+        gen, contract, _ = load_generator(args.generator, "cpu")
+        result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+                             + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"),
+                  "n_patches": args.patches,
+                  "data": f"{args.patches} patches of 256 px at 0.2 mm, clusters of 10-40 MCs, on the "
+                          f"calibration normals (seed {CALIBRATION_SEED}).",
+                  "spread": projection_spread(dev, segmentor_logits(seg, dev), seg, gen, contract)}
+        result["runtime_s"] = round(time.perf_counter() - t0, 1)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "spread.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        write_spread(result, args.out)
+        print((args.out / "spread.md").read_text())
+        return
     train = recipe.synthetic_patches(split.part("training"), args.patches, TRAINING_SEED, 256, (10, 40))
     dev_z, train_z = segmentor_logits(seg, dev), segmentor_logits(seg, train)
     result: dict = {

@@ -4,6 +4,20 @@
     python recipes/default_generator.py quality  # seed recall / spurious MCs / background error
     python recipes/default_generator.py install  # copy the model into the package
 
+    python recipes/default_generator.py train --seed-source mined [--steps 1000]
+    python recipes/default_generator.py seed-share [--patches 64]  # MC share of mined seeds
+
+The mined variant (``--seed-source mined``, issue 14 item 4; run folder
+``runs/mined_generator``): each training patch's seeds are mined from the frozen shipped
+segmentor's logits on the observation by TT-GPR's rule
+(:class:`mcgenref.training.generator.MinedSeedsConfig`); 128 px patches (the segmentor's
+training patch), 8 per step, 6 crops of 32 px centred on their seeds per patch. Sized to
+train in the background on the 2-core CPU in at most 2 h: see :func:`train_config` and the
+generator's model card for the measured seconds per step. ``seed-share`` reports the share
+of MC seeds among the mined seeds on synthetic patches over the calibration normals
+(development data) and the seeds per patch on those normals without MCs (where the share is
+0 by construction).
+
 Data: the same split as the shipped segmentor (recipes/default_segmentor.py,
 :data:`mcgenref.datasets.mias_split.MIAS_NORMAL_SPLIT`): only the ``training`` part's mini-MIAS
 normals serve as backgrounds; the ``calibration`` and ``test`` normals and the calcification
@@ -19,6 +33,7 @@ the default 2500 steps take ~15-25 minutes (docs/generator_model_card.md has the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -34,16 +49,41 @@ from mcgenref.datasets.mias import MIAS_PIXEL_SPACING_MM, calc_refs
 from mcgenref.datasets.mias_split import split_record
 
 RUN_DIR = REPO / "runs" / "default_generator"
+MINED_RUN_DIR = REPO / "runs" / "mined_generator"
+MINED_STEPS = 1000  # 5-7 s a step on the loaded 2-core CPU (smoke run): 1.4-1.9 h (docs/generator_model_card.md)
+SEED_SHARE_SEED = 51_515_003  # fresh: no network, tuning or benchmark used it
 PACKAGE_MODEL = REPO / "src" / "mcgenref" / "weights" / "generator"
 PACKAGE_SEGMENTOR = REPO / "src" / "mcgenref" / "weights" / "segmentor"
 
 
-def train_config(steps: int, hard_decoy_fraction: float = 0.5, decoy_rate: float = 15.0):
-    """The recipe's training config (see docs/generator_model_card.md)."""
+def train_config(steps: int, hard_decoy_fraction: float = 0.5, decoy_rate: float = 15.0,
+                 seed_source: str = "synthetic", init_from: str | None = None):
+    """The recipe's training config (see docs/generator_model_card.md).
+
+    ``seed_source="mined"``: the same network and synthesis, on 128 px patches (the
+    segmentor's training patch, so its logits are those of its own context size), batch 8 with
+    6 crops of 32 px each (48 crops a step, 49 k pixels against the 131 k of 32 64 px patches:
+    the segmentor forward on the patches costs about as much as the generator step), val 32
+    patches. ``init_from``: a generator folder of the same network to start from (the recipe
+    passes the shipped one: 1000 CPU steps adapt it to the mined seeds rather than train one
+    from scratch; lr 5e-4, warm-up 100), ``None``: fresh weights (a longer, GPU run).
+    """
     from mcgenref.models.generator import GeneratorConfig
     from mcgenref.synthesis.config import ClusterConfig, SynthesisConfig
-    from mcgenref.training.generator import TrainGeneratorConfig
+    from mcgenref.training.generator import MinedSeedsConfig, TrainGeneratorConfig
 
+    if seed_source == "mined":
+        return dataclasses.replace(
+            train_config(steps, hard_decoy_fraction, decoy_rate),
+            synthesis=SynthesisConfig(patch_size_px=128, cluster=ClusterConfig(n_mcs_range=(5, 30))),
+            seed_source="mined",
+            mined=MinedSeedsConfig(segmentor=None, crop_px=32, crops_per_sample=6),
+            batch_size=8,
+            val_size=32,
+            init_from=init_from,
+            lr=5e-4 if init_from is not None else 1e-3,
+            warmup_steps=100 if init_from is not None else 200,
+        )
     return TrainGeneratorConfig(
         model=GeneratorConfig(channels=(16, 32, 64), time_embedding_dim=32, condition_dropout=0.1),
         synthesis=SynthesisConfig(patch_size_px=64, cluster=ClusterConfig(n_mcs_range=(5, 30))),
@@ -71,11 +111,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     train = parts.part("training")
     forbidden = set(calc_refs()) | set(parts.calibration) | set(parts.test)
     assert not forbidden & set(train), "training set overlaps calcification or held-out images"
+    run_dir = args.run_dir or (MINED_RUN_DIR if args.seed_source == "mined" else RUN_DIR)
+    steps = args.steps or (MINED_STEPS if args.seed_source == "mined" else 2500)
+    init = None if args.init_from in (None, "none") else args.init_from
+    if args.seed_source == "mined" and args.init_from is None:
+        init = str(PACKAGE_MODEL)  # the mined recipe adapts the shipped generator
+    config = train_config(steps, args.hard_decoy_fraction, args.decoy_rate, args.seed_source, init)
     summary = run_training(
-        "generator", args.run_dir,
+        "generator", run_dir,
         None if args.resume else image_paths(train),
-        None if args.resume else train_config(args.steps, args.hard_decoy_fraction, args.decoy_rate),
-        device=args.device, steps=args.steps if not args.resume else None,
+        None if args.resume else config,
+        device=args.device, steps=steps if not args.resume else None,
         resume=args.resume, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
         stop_at_step=args.stop_at_step,
     )
@@ -97,8 +143,58 @@ def cmd_quality(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def cmd_seed_share(args: argparse.Namespace) -> None:
+    """The share of MC seeds among the mined seeds, as the mined training sees them, on
+    synthetic patches over the calibration normals (development data; never trained on),
+    and the seeds per patch on the same normals without MCs (share 0 there)."""
+    import numpy as np
+    import torch
+
+    from mcgenref.models.checkpoint import load_segmentor
+    from mcgenref.synthesis.dataset import SyntheticMCDataset
+    from mcgenref.synthesis.patches import NegativePatchSampler
+    from mcgenref.training.generator import GeneratorTask, label_mined_seeds, seeds_from_logits
+
+    torch.set_num_threads(1)  # a shared 2-core machine
+    config = train_config(1, seed_source="mined")
+    task = GeneratorTask(config)
+    seg, _, _ = load_segmentor(config.mined.segmentor_path(), "cpu")
+    sampler = NegativePatchSampler(image_paths(split().part("calibration")), config.synthesis.patch_size_px,
+                                   config.patches, pixel_spacing_mm=MIAS_PIXEL_SPACING_MM)
+    data = SyntheticMCDataset(args.patches, SEED_SHARE_SEED, config.synthesis, sampler)
+    counts = {"seeds": 0, "on_mc": 0, "dropped_on_invisible": 0, "visible_mcs": 0, "visible_seeded": 0,
+              "normal_seeds": 0}
+    for i in range(args.patches):
+        sample = data.sample(i)
+        item = task.item(sample, i)
+        spacing = tuple(float(v) for v in item["spacing_mm"])
+        with torch.no_grad():
+            z = seg(torch.stack([item["observation"], torch.from_numpy(sample.background)[None]]))[:, 0].numpy()
+        owner = item["mc_owner"][0].numpy()
+        mined = label_mined_seeds(seeds_from_logits(z[0], spacing, config.mined.seeds), owner)
+        counts["seeds"] += len(mined.seeds)
+        counts["on_mc"] += int(np.sum(mined.on_mc))
+        counts["dropped_on_invisible"] += mined.dropped
+        counts["visible_mcs"] += int(sample.record["n_visible"])
+        counts["visible_seeded"] += len(mined.seeded_mcs)
+        counts["normal_seeds"] += len(seeds_from_logits(z[1], spacing, config.mined.seeds))
+    n = args.patches
+    print(json.dumps({
+        "data": f"{n} synthetic patches of {config.synthesis.patch_size_px} px at {MIAS_PIXEL_SPACING_MM} mm "
+                f"on the calibration normals (seed {SEED_SHARE_SEED}), observation gain "
+                f"{list(config.observation_gain)}; 'normal': the same patches without MCs",
+        **counts,
+        "mc_share_of_seeds": counts["on_mc"] / max(counts["seeds"], 1),
+        "seeds_per_patch": counts["seeds"] / n,
+        "visible_mcs_seeded": counts["visible_seeded"] / max(counts["visible_mcs"], 1),
+        "normal_seeds_per_patch": counts["normal_seeds"] / n,
+        "normal_mc_share": 0.0,
+    }, indent=2))
+
+
 def cmd_install(args: argparse.Namespace) -> None:
     """Copy the trained generator into the package with its data split and recipe."""
+    args.run_dir = args.run_dir or RUN_DIR
     src = args.run_dir / "model"
     if not (src / "model.json").is_file():
         raise SystemExit(f"no trained model in {src}; run `train` first")
@@ -135,14 +231,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train")
-    train.add_argument("--steps", type=int, default=2500)
+    train.add_argument("--steps", type=int, default=None,
+                       help="default 2500 (synthetic seeds) or 1000 (mined seeds)")
+    train.add_argument("--init-from", default=None,
+                       help="a generator folder to start from; 'none': fresh weights (default: fresh "
+                            "for synthetic seeds, the shipped generator for mined seeds)")
     train.add_argument("--device", default="auto")
     train.add_argument("--resume", action="store_true")
     train.add_argument("--stop-at-step", type=int, default=None)
     train.add_argument("--hard-decoy-fraction", type=float, default=0.5,
                        help="share of decoy seeds put on the background's MC-like spots")
     train.add_argument("--decoy-rate", type=float, default=15.0, help="mean decoy seeds per patch")
+    train.add_argument("--seed-source", choices=("synthetic", "mined"), default="synthetic",
+                       help="synthetic: the sample's MCs + decoys; mined: seeds mined from the frozen "
+                            "segmentor's logits by TT-GPR's rule (run folder runs/mined_generator)")
     train.set_defaults(func=cmd_train)
+    share = sub.add_parser("seed-share")
+    share.add_argument("--patches", type=int, default=64)
+    share.set_defaults(func=cmd_seed_share)
     quality = sub.add_parser("quality")
     quality.add_argument("--model", default=None)
     quality.add_argument("--samples", type=int, default=256)
@@ -151,7 +257,8 @@ def main() -> None:
     quality.set_defaults(func=cmd_quality)
     sub.add_parser("install").set_defaults(func=cmd_install)
     for p in (train, sub.choices["install"]):
-        p.add_argument("--run-dir", type=Path, default=RUN_DIR)
+        p.add_argument("--run-dir", type=Path, default=None,
+                       help="default runs/default_generator (runs/mined_generator with --seed-source mined)")
     args = parser.parse_args()
     args.func(args)
 

@@ -338,3 +338,46 @@ def test_a_projector_stands_in_for_the_generator() -> None:
     assert len(seen) == 2 and all(n >= 1 for _, n in seen)
     with pytest.raises(ValueError, match="generator or a projector"):
         Refiner(FakeSegmentor(), None, BASE, "cpu")
+
+
+def _cluster_scene() -> tuple[np.ndarray, np.ndarray]:
+    """Six faint MCs in one window (each below LEVEL in the observation): image, logits."""
+    image = np.full((64, 64), 0.3, dtype=np.float32)
+    rr, cc = np.mgrid[0:64, 0:64]
+    for r, c in ((20, 20), (20, 32), (20, 44), (40, 20), (40, 32), (40, 44)):
+        image[(rr - r) ** 2 + (cc - c) ** 2 <= 2] = 0.55
+    with torch.no_grad():
+        logits = FakeSegmentor()(torch.from_numpy(image)[None, None])[0, 0].numpy()
+    return image, logits
+
+
+def test_seed_keep_gives_each_projection_its_own_seed_subset() -> None:
+    """With ``seed_keep`` < 1 the K projections see different seeds (so they differ), each a
+    subset of the window's; the draw is fixed by the seed; 1 keeps the shared map."""
+    image, logits = _cluster_scene()
+    seen: list[torch.Tensor] = []
+
+    def recorder(request: ProjectionRequest) -> torch.Tensor:
+        seen.append(request.seed_map.clone())
+        b, k, h, w = request.noise.shape
+        return request.observation.expand(b, k, h, w) + AMP * request.seed_map.expand(b, k, h, w)
+
+    config = dataclasses.replace(BASE, k=4, seed_keep=0.5)
+    region = np.ones_like(image, bool)
+    result = Refiner(FakeSegmentor(), None, config, "cpu", projector=recorder).refine(image, region, logits, SPACING)
+    maps = seen[-1]
+    assert maps.shape == (1, 4, 64, 64)
+    peaks = [[bool(maps[0, j, r, c] > 0.5) for r, c in ((20, 20), (20, 32), (20, 44), (40, 20), (40, 32), (40, 44))]
+             for j in range(4)]
+    assert len({tuple(p) for p in peaks}) > 1  # the projections are conditioned differently
+    assert not all(all(p) for p in peaks) and any(any(p) for p in peaks)
+    assert float(result.uncertainty.max()) > 0.2  # so their surrogates disagree
+    seen.clear()
+    Refiner(FakeSegmentor(), None, config, "cpu", projector=recorder).refine(image, region, logits, SPACING)
+    assert torch.equal(seen[-1], maps)  # deterministic
+    seen.clear()
+    Refiner(FakeSegmentor(), None, dataclasses.replace(config, seed_keep=1.0), "cpu",
+            projector=recorder).refine(image, region, logits, SPACING)
+    assert seen[-1].shape == (1, 1, 64, 64)
+    with pytest.raises(ValueError, match="seed_keep"):
+        RefineConfig(seed_keep=0.0)

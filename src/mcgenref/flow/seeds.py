@@ -32,6 +32,7 @@ from scipy import ndimage
 from skimage.morphology import local_maxima
 
 __all__ = [
+    "TT_GPR_SEEDS",
     "Seed",
     "SeedConfig",
     "render_seed_map",
@@ -110,6 +111,13 @@ class SeedConfig:
             raise ValueError(f"max_per_tile must be >= 1 (or null), got {self.max_per_tile}")
         if self.tile_px < 1:
             raise ValueError(f"tile_px must be >= 1, got {self.tile_px}")
+
+
+#: TT-GPR's seed rule (docs/tt_gpr.md, "Seeds where the misses are"): maxima of the logits
+#: ``z >= -8``, at most 8 per 64 px tile. Defined here, below both users, because a generator
+#: trained on mined seeds (:mod:`mcgenref.training.generator`, ``seed_source="mined"``) must
+#: mine them with the rule TT-GPR seeds with (:mod:`mcgenref.inference.refine`).
+TT_GPR_SEEDS = SeedConfig(rule="logit", min_logit=-8.0, max_per_tile=8, tile_px=64)
 
 
 @dataclass(frozen=True)

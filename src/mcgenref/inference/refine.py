@@ -76,7 +76,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mcgenref.flow.seeds import Seed, SeedConfig, find_seeds
+from mcgenref.flow.seeds import TT_GPR_SEEDS, Seed, SeedConfig, find_seeds
 from mcgenref.models.generator import GeneratorContract
 from mcgenref.runtime import Autocast
 
@@ -86,8 +86,9 @@ __all__ = ["GeneratorProjector", "ProjectionRequest", "Projector", "RefineConfig
 #: the proximity every pixel keeps, so that a pixel no term speaks about stays at ``z0``
 _BASE_PROXIMITY = 1e-6
 
-#: TT-GPR's default seed rule (docs/tt_gpr.md, "Seeds where the misses are")
-DEFAULT_SEEDS = SeedConfig(rule="logit", min_logit=-8.0, max_per_tile=8, tile_px=64)
+#: TT-GPR's default seed rule (docs/tt_gpr.md, "Seeds where the misses are"); defined in
+#: :mod:`mcgenref.flow.seeds`, where a generator trained on mined seeds reads it too
+DEFAULT_SEEDS = TT_GPR_SEEDS
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,12 @@ class RefineConfig:
             starts nearer "no change").
         sampler_steps: Euler steps from ``t_start`` to 1.
         guidance: classifier-free guidance scale (1 = the plain conditional velocity).
+        seed_keep: each projection is conditioned on its own random subset of the window's
+            seeds, each seed kept with this probability (1: every projection sees every
+            seed). Below 1 the K projections differ by design: a seed whose MC only appears
+            when it is seeded gets surrogates that disagree (issue 14, item 5; the spread is
+            measured in docs/tt_gpr.md). The subset of window ``i``, round ``r``, projection
+            ``j`` is drawn from its own generator, as the noise.
         use_seeds: condition on the seed map (False: all-zero seed map, the "no seed" ablation).
         context_correction: surrogates relative to the segmentor on the unprojected window.
         fit, overlap, edge, proximity: switch each term of the energy on or off.
@@ -146,6 +153,7 @@ class RefineConfig:
     t_start: float = 0.23
     sampler_steps: int = 3
     guidance: float = 1.0
+    seed_keep: float = 1.0
     use_seeds: bool = True
     context_correction: bool = True
     fit: bool = True
@@ -191,6 +199,8 @@ class RefineConfig:
             raise ValueError("edge_sigma and logit_clip must be > 0")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
+        if not 0.0 < self.seed_keep <= 1.0:
+            raise ValueError(f"seed_keep must be in (0, 1], got {self.seed_keep}")
         if not 0.0 < self.overlap_threshold < 1.0:
             raise ValueError(f"overlap_threshold must be in (0, 1), got {self.overlap_threshold}")
 
@@ -358,7 +368,8 @@ class ProjectionRequest:
 
     Attributes:
         observation: the observed windows, float32 [B, 1, H, W] (normalised intensity).
-        seed_map: the seed maps drawn by the generator's contract, [B, 1, H, W].
+        seed_map: the seed maps drawn by the generator's contract, [B, 1, H, W] (one per
+            window), or [B, K, H, W] (one per projection, with ``seed_keep`` < 1).
         seeds: each window's seeds (pixel positions in the window).
         corners: each window's top-left corner (row, col) in the image being refined.
         noise: standard normal [B, K, H, W], each window's own (deterministic) draw.
@@ -460,6 +471,42 @@ class Refiner:
             maps[i, 0] = self.contract.seed_map(seeds[i], (h, w), spacing_mm, c.seeds)
         return maps, seeds
 
+    def _projection_seed_maps(self, seeds: list[list[Seed]], windows: list[int], round_index: int,
+                              shape: tuple[int, int], spacing_mm: tuple[float, float]) -> np.ndarray:
+        """[B, K, H, W]: projection ``j`` of window ``i`` sees each of its seeds with
+        probability ``seed_keep``, drawn from a generator of ``(seed, window, round, j, 1)``."""
+        c = self.config
+        maps = np.zeros((len(windows), c.k, *shape), dtype=np.float32)
+        for i, (w, ws) in enumerate(zip(windows, seeds, strict=True)):
+            for j in range(c.k):
+                rng = np.random.default_rng([c.seed, w, round_index, j, 1])
+                kept = [q for q, u in zip(ws, rng.random(len(ws)), strict=True) if u < c.seed_keep]
+                maps[i, j] = self.contract.seed_map(kept, shape, spacing_mm, c.seeds)
+        return maps
+
+    def project(self, windows: list[int], corners: list[tuple[int, int]], y: Tensor, z: Tensor,
+                z0: Tensor, region: Tensor, spacing_mm: tuple[float, float], round_index: int = 0,
+                seg_y: Tensor | None = None, found: tuple[np.ndarray, list[list[Seed]]] | None = None,
+                ) -> tuple[list[list[Seed]], Tensor, Tensor]:
+        """Steps 1-3 for a batch of windows: their seeds (from ``z``), the ``k`` projections
+        [B, K, H, W] and the surrogate logits [B, K, H, W] (context-corrected against ``z0``
+        when ``context_correction``; ``seg_y``: the segmentor on ``y``, if already known;
+        ``found``: the seed maps and seeds of ``z``, if already found).
+        ``windows``: each window's index (its noise and seed subsets)."""
+        c = self.config
+        b, _, h, w = y.shape
+        maps, seeds = found if found is not None else self._seed_maps(z, region, spacing_mm)
+        if c.seed_keep < 1.0 and c.use_seeds:
+            maps = self._projection_seed_maps(seeds, windows, round_index, (h, w), spacing_mm)
+        noise = self._noise(windows, round_index, (h, w))
+        request = ProjectionRequest(y, torch.from_numpy(maps).to(self.device), seeds, corners, noise)
+        x = self.projector(request).reshape(b, c.k, h, w)
+        logits_k = self._segment(x.reshape(b * c.k, 1, h, w)).reshape(b, c.k, h, w)
+        if c.context_correction:
+            seg_y = self._segment(y) if seg_y is None else seg_y
+            logits_k = z0 + (logits_k - seg_y)
+        return seeds, x, logits_k
+
     def _refine_batch(self, index: list[int], corners: list[tuple[int, int]], y: Tensor, z0: Tensor,
                       region: Tensor, spacing_mm: tuple[float, float]) -> tuple[Tensor, Tensor, dict[str, int]]:
         """Rounds of seed -> project -> surrogate -> refine for a batch of windows.
@@ -485,14 +532,10 @@ class Refiner:
             counts["window_rounds"] += len(active)
             act = torch.tensor(active, device=self.device)
             ya, z0a = y[act], z0[act]
-            h, w = ya.shape[2:]
-            noise = self._noise([index[i] for i in active], r, (h, w))
-            request = ProjectionRequest(ya, torch.from_numpy(maps[active]).to(self.device),
-                                        [seeds[i] for i in active], [corners[i] for i in active], noise)
-            x = self.projector(request).reshape(len(active) * c.k, 1, h, w)
-            logits_k = self._segment(x).reshape(len(active), c.k, h, w)
-            if seg_y is not None:
-                logits_k = z0a + (logits_k - seg_y[act])
+            _, _, logits_k = self.project([index[i] for i in active], [corners[i] for i in active], ya,
+                                          z[act], z0a, region[act], spacing_mm, r,
+                                          None if seg_y is None else seg_y[act],
+                                          (maps[active], [seeds[i] for i in active]))
             s = torch.sigmoid(logits_k.clamp(-c.logit_clip, c.logit_clip))
             sd = s.std(dim=1, keepdim=True, unbiased=False) if c.k > 1 else torch.zeros_like(z0a)
             za, solver = solve_refinement(z0a, logits_k, ya, c)
