@@ -186,8 +186,16 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 def cmd_install(args: argparse.Namespace) -> None:
     """Copy the trained model into the package with its operating point and data split."""
-    points = json.loads((RUN_DIR / "operating_points.json").read_text())
-    src = RUN_DIR / "model"
+    install_model(RUN_DIR / "model", json.loads((RUN_DIR / "operating_points.json").read_text()),
+                  json.loads((RUN_DIR / "config.json").read_text()),
+                  "python recipes/default_segmentor.py train && ... calibrate && ... install")
+
+
+def install_model(src: Path, points: dict, training_config: dict, recipe: str,
+                  seen_extra: dict | None = None) -> None:
+    """Install the model folder ``src`` as the shipped film segmentor, with ``points``
+    (``{"model": {threshold, sensitivity, false_clusters_per_normal_image}, "classical":
+    {threshold}, "chosen_on": str}``), its training config and the recipe that made it."""
     meta = json.loads((src / "model.json").read_text())
     parts = split()
     meta["name"] = "mcgenref-default-segmentor"
@@ -205,21 +213,22 @@ def cmd_install(args: argparse.Namespace) -> None:
         "split": "by woman, three parts: see data_split",
         "never_trained_on": calc_refs(),
     }
+    seen = {
+        "training": "trained on: backgrounds of its synthetic training and validation patches",
+        "calibration": "never trained on; chose the operating point",
+        "test": "never seen",
+        "calcification_images": "never trained on; chose the operating point",
+    }
     meta["data_split"] = {
         **split_record(parts),
-        "seen_by_this_model": {
-            "training": "trained on: backgrounds of its synthetic training and validation patches",
-            "calibration": "never trained on; chose the operating point",
-            "test": "never seen",
-            "calcification_images": "never trained on; chose the operating point",
-        },
+        "seen_by_this_model": {**seen, **(seen_extra or {})},
         "numbers_chosen_on": {
             "operating_point.threshold, operating_point.classical_threshold": points["chosen_on"],
             "extra.training.val_dice": "synthetic validation patches on the training normals",
         },
     }
-    meta["recipe"] = "python recipes/default_segmentor.py train && ... calibrate && ... install"
-    meta["training_config"] = json.loads((RUN_DIR / "config.json").read_text())
+    meta["recipe"] = recipe
+    meta["training_config"] = training_config
     if PACKAGE_MODEL.exists():
         shutil.rmtree(PACKAGE_MODEL)
     PACKAGE_MODEL.mkdir(parents=True)

@@ -6,6 +6,7 @@
                                                     [--batch-size 16] [--fraction 0.25] [--resume]
     python recipes/mine_hard_negatives.py measure   --model DIR --out RUN/eval --split calibration|test
     python recipes/mine_hard_negatives.py margins   --pred RUN/eval/pred --out RUN/margins [--margins 0,1,2,3,5]
+    python recipes/mine_hard_negatives.py install   --run RUN --calibration RUN/eval/summary.json
     python recipes/mine_hard_negatives.py specks    --before PRED --after PRED --out FILE [--thresholds 0.5,0.9,0.98]
 
 A normal mammogram holds no MC cluster, so every cluster the segmentor finds on one is a
@@ -50,7 +51,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "recipes"))
 
-from default_segmentor import choose_threshold, image_paths, split, train_config  # noqa: E402
+from default_segmentor import (  # noqa: E402
+    PACKAGE_MODEL,
+    choose_threshold,
+    image_paths,
+    install_model,
+    split,
+    train_config,
+)
 
 from mcgenref.datasets import data_root  # noqa: E402
 from mcgenref.datasets.mias import MIAS_PIXEL_SPACING_MM, calc_clusters, calc_refs  # noqa: E402
@@ -313,6 +321,36 @@ def cmd_specks(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def cmd_install(args: argparse.Namespace) -> None:
+    """Install a fine-tuned round as the shipped film segmentor: its operating point is the one
+    ``measure --split calibration`` chose (``summary.json``); the classical baseline's
+    threshold does not depend on the segmentor and is kept from the model being replaced."""
+    run = Path(args.run)
+    summary = json.loads(Path(args.calibration).read_text())
+    if summary.get("split") != "calibration" or "threshold" not in summary.get("operating_point", {}):
+        raise SystemExit(f"{args.calibration}: not a calibration summary with an operating point")
+    shipped = json.loads((PACKAGE_MODEL / "model.json").read_text())["operating_point"]
+    points = {
+        "model": summary["operating_point"],
+        "classical": {"threshold": shipped["classical_threshold"]},
+        "chosen_on": (
+            f"cluster FROC on the {len(calc_refs())} mini-MIAS calcification images (development "
+            f"data) and the {len(split().calibration)} calibration-part normals "
+            "(recipes/mine_hard_negatives.py measure --split calibration); rule: highest cluster "
+            "sensitivity at <= 1 false cluster per normal image, ties to the highest threshold; "
+            "classical_threshold kept from the model this one replaced"
+        ),
+    }
+    install_model(
+        run / "model", points, json.loads((run / "config.json").read_text()),
+        f"recipes/mine_hard_negatives.py: mine -> finetune rounds ending in {run.name} "
+        "(docs/hard_negatives.md)",
+        seen_extra={"training": "trained on: backgrounds of its synthetic training patches, and "
+                                "patches centred on its predecessors' false candidates on them "
+                                "(hard negatives, no label)"},
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -348,6 +386,9 @@ def main() -> None:
     g.add_argument("--out", required=True)
     g.add_argument("--margins", default="0,1,2,3,5")
     g.add_argument("--threshold", type=float, default=None)
+    i = sub.add_parser("install", help="install a round as the shipped film segmentor")
+    i.add_argument("--run", required=True, help="a finetune run folder (holding model/)")
+    i.add_argument("--calibration", required=True, help="its measure --split calibration summary.json")
     s = sub.add_parser("specks")
     s.add_argument("--before", required=True, help="pred folder holding the calcification images")
     s.add_argument("--after", required=True)
@@ -355,7 +396,7 @@ def main() -> None:
     s.add_argument("--out", required=True, help="JSON file")
     args = ap.parse_args()
     {"mine": cmd_mine, "finetune": cmd_finetune, "measure": cmd_measure,
-     "margins": cmd_margins, "specks": cmd_specks}[args.cmd](args)
+     "margins": cmd_margins, "specks": cmd_specks, "install": cmd_install}[args.cmd](args)
 
 
 if __name__ == "__main__":
