@@ -241,6 +241,9 @@ def measure_model(model: Path, work: Path, args: argparse.Namespace) -> dict:
 # the table
 
 
+FC = "false_components_per_1024px"
+
+
 def _fmt(v: float | None, nd: int = 2) -> str:
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{nd}f}"
 
@@ -280,7 +283,7 @@ def table_lines(result: dict) -> list[str]:
             f"{_ci(at['sensitivity'], at['ci']) if at else 'n/a'} | "
             f"{_auc(m.get('magic5_dev', {}).get('auc', {}).get('max_prob'))} | "
             f"{_ci(syn.get('pooled', {}).get('dice'), syn.get('ci', {}).get('dice'), 3)} | "
-            f"{_ci(syn.get('false_components_per_1024px'), syn.get('ci', {}).get('false_components_per_1024px'), 1)} | "
+            f"{_ci(syn.get(FC), syn.get('ci', {}).get(FC), 1)} | "
             f"{_fmt(m['mias_froc']['seconds_per_image'], 1)} |")
     lines += [
         "", "## mini-MIAS cluster FROC: 8 calcification images + 20 calibration normals", "",
@@ -359,7 +362,7 @@ def synthetic_lines(result: dict) -> list[str]:
                 f"{_ci(s['pooled']['dice'], ci.get('dice'), 3)} | "
                 f"{_ci(s['pooled']['recall'], ci.get('recall'), 3)} | "
                 f"{_ci(s['object_sensitivity'], ci.get('object_sensitivity'), 3)} | "
-                f"{_ci(s['false_components_per_1024px'], ci.get('false_components_per_1024px'), 1)} |")
+                f"{_ci(s[FC], ci.get(FC), 1)} |")
     return lines + [""]
 
 

@@ -1,4 +1,4 @@
-"""Quality of a segmentor (default: the shipped film model) against the classical baseline, with bootstrap 95 % CIs.
+"""Quality of a segmentor (default: the shipped film model) vs the classical baseline, 95 % CIs.
 
     python benchmarks/quality.py [--model DIR] [--out benchmarks/results/quality]
                                  [--bootstrap 1000] [--synthetic 200] [--no-roi]
@@ -377,13 +377,13 @@ def magic5_roi(model: Path, work: Path, n_boot: int) -> dict:
 SYNTHETIC_PATCH_PX = 256
 IMAGE_PX = 1024
 #: Finer than this a model is synthesised for with the 85 um preset
-#: (:meth:`~mcgenref.synthesis.config.SynthesisConfig.fine_resolution`), as recipes/fine_segmentor.py
-#: trains it; the film model (0.2 mm) with the defaults.
+#: (:meth:`~mcgenref.synthesis.config.SynthesisConfig.fine_resolution`), as
+#: recipes/fine_segmentor.py trains it; the film model (0.2 mm) with the defaults.
 FINE_BELOW_MM = 0.15
 
 
 def model_spacing_mm(model: Path) -> float:
-    """The square pixel spacing (mm) a segmentor folder was trained at (``extra.pixel_spacing_mm``)."""
+    """The square pixel spacing (mm) a segmentor was trained at (``extra.pixel_spacing_mm``)."""
     from mcgenref.models.checkpoint import read_model_meta, trained_pixel_spacing_mm
 
     spacing = trained_pixel_spacing_mm(read_model_meta(model))
