@@ -149,9 +149,12 @@ def roi_dev(model: Path, work: Path, threshold: float | None, n_boot: int) -> di
     """MAGIC-5 development split through ``magic5_roi.measure`` (its table to ``work``)."""
     import magic5_roi  # noqa: PLC0415
 
+    # a recorded operating point is segment's default: pass none (the folder is then the one
+    # quality.py --work WORK/<name> would write, and reusable by it)
     table = magic5_roi.measure(work / "magic5_roi", work / "magic5_roi-work", n_boot,
                                methods=("model",), model=model, splits=("dev",),
-                               threshold=threshold)
+                               threshold=None if recorded_threshold(model) is not None
+                               else threshold)
     return table["dev"]["model"]
 
 
