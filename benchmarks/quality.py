@@ -809,7 +809,9 @@ def speed_lines(result: dict) -> list[str]:
     for r in result["real"]:
         sp = f"{spacing:g} mm" if r["method"] == "model" and spacing else \
             ("0.2 mm (input's)" if r["method"] == "classical" else "n/a")
-        lines.append(f"| {r['method']} | {sp} | {_fmt(r.get('seconds_per_image'), 1)} |")
+        seconds = r.get("seconds_per_image")
+        lines.append(f"| {r['method']} | {sp} | "
+                     f"{'n/a (all reused from --work)' if seconds is None else _fmt(seconds, 1)} |")
     return lines + [""]
 
 
