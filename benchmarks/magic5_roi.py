@@ -1,7 +1,8 @@
-"""MAGIC-5 ROI AUC: ``segment --roi`` (shipped model, classical DoG) beside the trivial statistics.
+"""MAGIC-5 ROI AUC: ``segment --roi`` (a segmentor, classical DoG) beside the trivial statistics.
 
     python benchmarks/magic5_roi.py --out benchmarks/results/magic5_roi [--bootstrap 1000]
-                                    [--work /tmp/mcgenref-magic5-roi]
+                                    [--work /tmp/mcgenref-magic5-roi] [--model DIR]
+                                    [--splits dev,test]
     python benchmarks/magic5_roi.py --select-rule --out benchmarks/results/magic5_roi
 
 The 78 MAGIC-5 cases (``$MCGENREF_DATA/magic5-microcal``, 60 x 60 px crops at 85 um) are split
@@ -14,9 +15,10 @@ each, stratified by the classes a case holds).
   number of MCs found and of the strongest probability, with case-bootstrap CIs, in
   ``rule_selection.md`` / ``.json``. The chosen rule is the library's
   (:func:`mcgenref.inference.segment.fit_roi_normalization`).
-* default: for each of development and test, ``run_segment`` with ``roi`` and
+* default: for each of development and test (``--splits``), ``run_segment`` with ``roi`` and
   ``--pixel-spacing 0.085`` (the same as ``mcgenref segment --roi --pixel-spacing 0.085``) for
-  ``--method model`` and ``--method classical`` into ``WORK/pred/<split>-<method>/``, then
+  ``--method model`` (the shipped model, or ``--model``) and ``--method classical`` into
+  ``WORK/pred/<split>-<method>/``, then
   ``evaluate`` of each folder against the MAGIC-5 folder (``WORK/eval/<split>-<method>/``), and
   ``table.md`` / ``table.json``: ROI AUC of each score and of the trivial statistics, with 95 %
   CIs over cases. ``benchmarks/quality.py`` may call :func:`measure` for its table.
@@ -179,23 +181,38 @@ def _machine() -> str:
 # the measurement through segment --roi and evaluate
 
 
+SPLITS = ("dev", "test")
+
+
 def measure(out: Path, work: Path, n_boot: int = 1000, seed: int = 0,
-            methods: tuple[str, ...] = ("model", "classical")) -> dict:
-    """Segment dev and test with each method (``roi``, 0.085 mm) into ``work`` and evaluate them
-    (outside the repository: the maps are derived from real data); returns
-    ``{split: {method: roi block of metrics.json}}`` and writes ``OUT/table.md``/``.json``."""
+            methods: tuple[str, ...] = ("model", "classical"), model: Path | None = None,
+            splits: tuple[str, ...] = SPLITS, threshold: float | None = None) -> dict:
+    """Segment the ``splits`` (of dev, test) with each method (``roi``, 0.085 mm) into ``work``
+    and evaluate them (outside the repository: the maps are derived from real data); returns
+    ``{split: {method: roi block of metrics.json}}`` and writes ``OUT/table.md``/``.json``.
+
+    ``model``: the segmentor folder of method ``model`` (``None``: the shipped one);
+    ``threshold``: its probability threshold (``None``: its operating point), which moves
+    ``n_mcs`` only (``max_prob`` needs none). Each crop's scores are in
+    ``WORK/eval/<split>-<method>/per_image.csv``."""
     from mcgenref.workflows import SegmentOptions, run_evaluate, run_segment
 
+    if bad := set(splits) - set(SPLITS):
+        raise SystemExit(f"unknown MAGIC-5 split(s): {', '.join(sorted(bad))}")
     root = list_roi_crops()
     dev, test = split_crops(root)
     truth = root[0].path.parents[1]
     table: dict = {}
     for split, crops in (("dev", dev), ("test", test)):
+        if split not in splits:
+            continue
         table[split] = {}
         for method in methods:
             pred = work / "pred" / f"{split}-{method}"
             t0 = time.perf_counter()
             run_segment([str(c.path) for c in crops], pred, SegmentOptions(
+                model=model if method == "model" else None,
+                threshold=threshold if method == "model" else None,
                 method=method, roi=True, pixel_spacing=str(MAGIC5_PIXEL_SPACING_MM),
                 device="cpu", show_progress=False, report=False, workers=0))
             seg_s = time.perf_counter() - t0
@@ -246,6 +263,10 @@ def main() -> None:
                     "out of the repository)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", type=Path, default=None,
+                    help="segmentor folder of --method model (default: the shipped one)")
+    ap.add_argument("--splits", default=",".join(SPLITS),
+                    help="comma-separated MAGIC-5 splits to measure (default: dev,test)")
     ap.add_argument("--select-rule", action="store_true",
                     help="compare the candidate intensity rules on the development split")
     args = ap.parse_args()
@@ -256,7 +277,8 @@ def main() -> None:
         result = select_rule(dev, args.bootstrap, args.seed)
         write_selection(args.out, result, len(dev), len({c.case for c in dev}))
     else:
-        measure(args.out, args.work, args.bootstrap, args.seed)
+        measure(args.out, args.work, args.bootstrap, args.seed, model=args.model,
+                splits=tuple(s for s in args.splits.split(",") if s))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mcgenref.cli import app
-from mcgenref.evaluation.roi import case_bootstrap_auc, roc_auc
+from mcgenref.evaluation.roi import case_bootstrap_auc, case_bootstrap_auc_difference, roc_auc
 
 runner = CliRunner()
 
@@ -46,6 +46,35 @@ def test_case_bootstrap_resamples_cases_not_crops() -> None:
     reps = np.asarray(reps)
     reps = reps[np.isfinite(reps)]
     assert once == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])))
+
+
+def test_auc_difference_is_paired_over_cases() -> None:
+    """A score against itself plus a constant differs by exactly 0 in every resample (a
+    paired CI of [0, 0], where two independent CIs would overlap widely); against its
+    negation by 2 AUC - 1; and the CI is the percentiles of the same seeded case draws."""
+    rng = np.random.default_rng(5)
+    n = 16
+    labels = np.r_[np.ones(8, int), np.zeros(8, int)]
+    a = rng.normal(size=n) + labels
+    b = 0.3 * rng.normal(size=n) + labels
+    cases = [f"c{i // 2:02d}" for i in range(n)]  # two crops per case
+    diff, ci = case_bootstrap_auc_difference(a, a + 5.0, labels, cases, n_boot=200, seed=1)
+    assert diff == 0.0 and ci == (0.0, 0.0)
+    diff, _ = case_bootstrap_auc_difference(a, -a, labels, cases, n_boot=50, seed=1)
+    assert diff == pytest.approx(2 * roc_auc(a, labels) - 1)
+    diff, ci = case_bootstrap_auc_difference(a, b, labels, cases, n_boot=300, seed=2)
+    assert diff == pytest.approx(roc_auc(a, labels) - roc_auc(b, labels))
+    draws = np.random.default_rng(2)
+    reps = []
+    for _ in range(300):
+        k = draws.integers(0, n // 2, size=n // 2)
+        idx = np.concatenate([[2 * c, 2 * c + 1] for c in k])
+        reps.append(roc_auc(a[idx], labels[idx]) - roc_auc(b[idx], labels[idx]))
+    reps = np.asarray(reps)
+    reps = reps[np.isfinite(reps)]
+    assert ci == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])))
+    with pytest.raises(ValueError):
+        case_bootstrap_auc_difference(a, b[:-1], labels, cases)
 
 
 def _crop(seed: int, specks: bool) -> np.ndarray:

@@ -24,7 +24,8 @@ ROC AUC (:func:`roc_auc`, ties counted one half: the Mann-Whitney statistic; hig
 calcification) of each, with a percentile bootstrap CI over **cases** (:func:`case_bootstrap_auc`:
 cases are resampled with replacement and each drawn case brings all its crops, since crops of
 one case are shifted windows of one region), through
-:func:`mcgenref.evaluation.metrics.bootstrap_ci`.
+:func:`mcgenref.evaluation.metrics.bootstrap_ci`; the difference of two scores' AUCs on the same
+crops with a paired CI (:func:`case_bootstrap_auc_difference`: one draw of cases scores both).
 """
 
 from __future__ import annotations
@@ -132,18 +133,46 @@ def case_bootstrap_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[in
     a resample with one class only is dropped)."""
     s = np.asarray(scores, dtype=float)
     y = np.asarray(labels, dtype=int)
-    names = sorted(set(cases))
-    index = {c: k for k, c in enumerate(names)}
-    members = [[] for _ in names]  # type: list[list[int]]
-    for i, c in enumerate(cases):
-        members[index[c]].append(i)
-    crops_of = [np.asarray(m, dtype=np.int64) for m in members]
+    crops_of = _crops_of_cases(cases)
 
     def auc_of(case_idx: np.ndarray) -> float:
         idx = np.concatenate([crops_of[k] for k in case_idx])
         return roc_auc(s[idx], y[idx])
 
-    return bootstrap_ci(auc_of, n_boot, seed, n_items=len(names), confidence=confidence)
+    return bootstrap_ci(auc_of, n_boot, seed, n_items=len(crops_of), confidence=confidence)
+
+
+def case_bootstrap_auc_difference(
+    scores_a: Sequence[float] | np.ndarray, scores_b: Sequence[float] | np.ndarray,
+    labels: Sequence[int] | np.ndarray, cases: Sequence[str], n_boot: int = 1000, seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, tuple[float, float]]:
+    """``AUC(a) - AUC(b)`` of two scores of the same crops, and its **paired** percentile CI:
+    each resample of cases (each drawn case brings all its crops) scores both, so what the two
+    share (the crops drawn) cancels out of the difference."""
+    a = np.asarray(scores_a, dtype=float)
+    b = np.asarray(scores_b, dtype=float)
+    y = np.asarray(labels, dtype=int)
+    if not len(a) == len(b) == len(y) == len(cases):
+        raise ValueError(f"{len(a)} and {len(b)} scores, {len(y)} labels, {len(cases)} cases")
+    crops_of = _crops_of_cases(cases)
+
+    def difference(case_idx: np.ndarray) -> float:
+        idx = np.concatenate([crops_of[k] for k in case_idx])
+        return roc_auc(a[idx], y[idx]) - roc_auc(b[idx], y[idx])
+
+    ci = bootstrap_ci(difference, n_boot, seed, n_items=len(crops_of), confidence=confidence)
+    return roc_auc(a, y) - roc_auc(b, y), ci
+
+
+def _crops_of_cases(cases: Sequence[str]) -> list[np.ndarray]:
+    """The crop indices of each case (cases sorted by name)."""
+    names = sorted(set(cases))
+    index = {c: k for k, c in enumerate(names)}
+    members: list[list[int]] = [[] for _ in names]
+    for i, c in enumerate(cases):
+        members[index[c]].append(i)
+    return [np.asarray(m, dtype=np.int64) for m in members]
 
 
 def auc_table(crops: Sequence[CropScore], names: Sequence[str], n_boot: int,
@@ -264,6 +293,7 @@ def evaluate_roi(pred_dir: str | Path, truth_dir: str | Path, out_dir: str | Pat
 
 __all__: Sequence[str] = (
     "DETECTOR_SCORES", "PRIMARY_SCORE", "TRIVIAL_STATS", "CropScore", "RocAuc",
-    "trivial_statistics", "roc_auc", "case_bootstrap_auc", "auc_table", "score_crop",
+    "trivial_statistics", "roc_auc", "case_bootstrap_auc", "case_bootstrap_auc_difference",
+    "auc_table", "score_crop",
     "match_crops", "roi_summary", "evaluate_roi",
 )
