@@ -233,7 +233,9 @@ class SegmentConfig:
             thins and intensity falls steeply to the skin line, is where both detectors put
             most false clusters on film (measured on mini-MIAS normals), and the training
             patches (>= 95 % breast) rarely show it. Edges on the image border (the chest
-            wall) are not skin and are not eroded. 0 disables it.
+            wall) are not skin and are not eroded. 0 disables it. 2 mm: the smallest margin
+            within one false cluster per 20 calibration normals of 5 mm with the hard-negative
+            model (docs/hard_negatives.md, "Skin margin by measurement"); it was 5 mm.
         cluster_rule: how MCs are grouped (see mcgenref.clusters).
         peak_rule: what one detected MC is: a peak of the probability map, with non-maximum
             suppression within ``radius_mm`` (see mcgenref.detections).
@@ -257,7 +259,7 @@ class SegmentConfig:
     overlap: float = 0.25
     batch_size: int | None = None
     exclude_pectoral: bool = True
-    skin_margin_mm: float = 5.0
+    skin_margin_mm: float = 2.0
     cluster_rule: ClusterRule = field(default_factory=ClusterRule)
     peak_rule: PeakRule = field(default_factory=PeakRule)
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
