@@ -116,6 +116,7 @@ def sliding_window_logits(
     device: torch.device | str = "cpu",
     autocast: Autocast | None = None,
     context_px: int = CONTEXT_PX,
+    windows: list[Window] | None = None,
 ) -> SlidingWindowResult:
     """Blend ``predict`` over the windows :func:`select_windows` picks for ``region``.
 
@@ -126,6 +127,8 @@ def sliding_window_logits(
         window_px: window side; the image is padded (edge values) when smaller.
         autocast: the mixed precision ``predict`` runs in (``None``: fp32).
         context_px: see :func:`select_windows`.
+        windows: run exactly these (on the padded image) instead of :func:`select_windows`'s
+            (benchmarks compare window choices with it).
     """
     h, w = image.shape
     ph, pw = max(h, window_px), max(w, window_px)
@@ -134,7 +137,7 @@ def sliding_window_logits(
         region = np.pad(region, ((0, ph - h), (0, pw - w)), mode="constant")
     window = (window_px, window_px)
     plan = select_windows(region, window_px, overlap, context_px)
-    slices, total = plan.windows, plan.n_total
+    slices, total = (plan.windows if windows is None else list(windows)), plan.n_total
     importance = compute_importance_map(
         window, mode=BlendMode.GAUSSIAN, sigma_scale=0.125, device="cpu"
     ).numpy().astype(np.float32)
