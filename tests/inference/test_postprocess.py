@@ -133,3 +133,26 @@ def test_overlay_palette_png_shows_the_rgb_overlay() -> None:
     grey = display_uint8(image, region)
     plain = (rgb == rgb[..., :1]).all(axis=2) & ~np.isin(idx, [253, 254, 255])
     assert np.abs(rgb[..., 0][plain].astype(int) - grey[plain]).max() <= 1  # requantised to 253 levels
+
+
+def test_outlines_of_separate_and_touching_mcs_in_a_corner_of_a_large_map() -> None:
+    """Labelled on the mask's bounding box, the outlines are placed back on the whole grid."""
+    from mcgenref.detections import PeakRule, find_peaks
+    from mcgenref.inference.postprocess import peak_outlines
+
+    prob = np.zeros((300, 400), np.float32)
+    prob[250:253, 330:333] = 0.9  # one MC
+    prob[260, 360:367] = [0.95, 0.9, 0.7, 0.6, 0.7, 0.9, 0.99]  # two touching, split by a valley
+    prob[10, 10] = 0.3  # below threshold
+    mask = prob >= 0.5
+    peaks = find_peaks(prob, (0.1, 0.1), PeakRule(radius_mm=0.2), mask, min_score=0.5)
+    assert len(peaks) == 3
+    outlines = peak_outlines(prob, mask, peaks)
+    assert outlines.shape == prob.shape and ((outlines > 0) == mask).all()
+    for k in range(3):  # each peak inside its own outline, every outline one piece
+        assert outlines[peaks.rows[k], peaks.cols[k]] == k + 1
+    assert len({int(v) for v in outlines[260, 360:367]}) == 2
+    assert (outlines[250:253, 330:333] == outlines[251, 331]).all()
+    off = PeakRule()
+    with pytest.raises(ValueError, match="must lie on the mask"):
+        peak_outlines(prob, mask & (np.arange(400) < 350), find_peaks(prob, (0.1, 0.1), off, mask, min_score=0.5))

@@ -296,3 +296,12 @@ def test_a_model_json_missing_a_contract_key_is_one_error_line(
     assert len(lines) == 1 and lines[0].startswith("error:"), res.output
     assert str(broken / "model.json") in lines[0] and f"'{model_json_key}" in lines[0]
     assert not (tmp_path / "o" / "case one_meta.json").exists()
+
+
+def test_window_context_is_validated() -> None:
+    assert SegmentConfig().window_context_px == 16
+    SegmentConfig(window_px=64, window_context_px=32)
+    with pytest.raises(ValueError, match="window_context_px"):
+        SegmentConfig(window_px=64, window_context_px=33)
+    with pytest.raises(ValueError, match="window_context_px"):
+        SegmentConfig(window_context_px=-1)

@@ -151,3 +151,41 @@ def test_breast_and_pectoral_leave_no_gap_on_mlo(real_data: Path) -> None:
     union = region.breast | region.pectoral
     assert ndi.label(union)[1] == 1
     assert np.array_equal(union, ndi.binary_fill_holes(union))  # no strip along the edge
+
+
+@pytest.mark.parametrize("shape,fr,fc", [((130, 101), 9, 9), ((120, 90), 3, 2), ((50, 40), 1, 1)])
+def test_fast_mask_upsampling_equals_the_float_map_thresholded(shape, fr, fc) -> None:  # type: ignore[no-untyped-def]
+    from mcgenref.io.breast import _upsample, _upsample_above
+
+    rng = np.random.default_rng(0)
+    small_shape = (-(-shape[0] // fr), -(-shape[1] // fc))
+    blob = np.zeros(small_shape, bool)
+    blob[2:-2, : small_shape[1] * 3 // 4] = True
+    blob |= rng.random(small_shape) > 0.9
+    dist = ndi.distance_transform_edt(blob, sampling=(0.6, 0.6)).astype(np.float32)
+    for t in (0.3, 2.0, float(dist[3, 3])):  # the last exactly on a sample's value
+        mask = _upsample_above(dist, shape, fr, fc, t)
+        assert mask.flags.c_contiguous and mask.dtype == bool
+        np.testing.assert_array_equal(mask, _upsample(dist, shape, fr, fc) > t)
+
+
+def test_block_mean_equals_the_edge_padded_mean() -> None:
+    from mcgenref.io.breast import _block_mean
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 4096, (47, 38)).astype(np.float32)
+    padded = np.pad(img, ((0, 2), (0, 4)), mode="edge")  # 49 x 42: 7 x 7 blocks of 7 x 6
+    expect = padded.reshape(7, 7, 7, 6).mean(axis=(1, 3))
+    np.testing.assert_array_equal(_block_mean(img, 7, 6), expect)  # integers: exact sums
+    noisy = img + rng.random(img.shape).astype(np.float32)
+    np.testing.assert_allclose(_block_mean(noisy, 7, 6),
+                               np.pad(noisy, ((0, 2), (0, 4)), mode="edge").reshape(7, 7, 7, 6).mean(axis=(1, 3)),
+                               rtol=1e-6)
+
+
+def test_masks_are_c_ordered(make_phantom) -> None:  # type: ignore[no-untyped-def]
+    # an F-ordered mask made every later full-size operation on it (with C-ordered images)
+    # several times slower
+    img, _, _, _ = make_phantom(0.2)
+    reg = segment_breast(img, meta_for(img, 0.2))
+    assert reg.breast.flags.c_contiguous and reg.pectoral.flags.c_contiguous

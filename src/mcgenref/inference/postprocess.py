@@ -70,11 +70,20 @@ def peak_outlines(prob: np.ndarray, mask: np.ndarray, peaks: Peaks) -> np.ndarra
     watershed of ``-prob`` (8-connectivity) between the peaks when the component holds more
     than one. Every peak must lie on ``mask``.
     """
-    components, _ = ndimage.label(mask, structure=_STRUCTURE)
     outlines = np.zeros(mask.shape, dtype=np.int32)
     if not len(peaks):
         return outlines
-    comp_of_peak = components[peaks.rows, peaks.cols]
+    # labelled on the mask's bounding box: a full-field map's mask is a few sparse specks
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    in_box = rows.size > 0 and bool(np.all(
+        (peaks.rows >= rows[0]) & (peaks.rows <= rows[-1])
+        & (peaks.cols >= cols[0]) & (peaks.cols <= cols[-1])))
+    if not in_box:
+        raise ValueError("peak_outlines: every peak must lie on the mask")
+    r0, c0 = int(rows[0]), int(cols[0])
+    box = (slice(r0, int(rows[-1]) + 1), slice(c0, int(cols[-1]) + 1))
+    components, _ = ndimage.label(mask[box], structure=_STRUCTURE)
+    comp_of_peak = components[peaks.rows - r0, peaks.cols - c0]
     if np.any(comp_of_peak == 0):
         raise ValueError("peak_outlines: every peak must lie on the mask")
     objects = ndimage.find_objects(components)
@@ -83,8 +92,10 @@ def peak_outlines(prob: np.ndarray, mask: np.ndarray, peaks: Peaks) -> np.ndarra
     for a, b in zip(starts[:-1], starts[1:]):
         ks = order[a:b]
         comp = int(comp_of_peak[ks[0]])
-        sl = objects[comp - 1]
-        own = components[sl] == comp
+        local = objects[comp - 1]  # in the box
+        sl = (slice(local[0].start + r0, local[0].stop + r0),
+              slice(local[1].start + c0, local[1].stop + c0))
+        own = components[local] == comp
         if len(ks) == 1:
             outlines[sl][own] = ks[0] + 1
             continue

@@ -152,12 +152,14 @@ def _check_size(path: Path, rows: int, cols: int) -> None:
         )
 
 
-def _finish_pixels(path: Path, arr: np.ndarray) -> np.ndarray:
-    """float32, finite, non-constant, or InputError."""
+def _finish_pixels(path: Path, arr: np.ndarray, finite: bool = False) -> np.ndarray:
+    """float32, finite, non-constant, or InputError; ``finite``: the caller knows the values
+    are (integers), so the full-image check is skipped."""
+    finite = finite or np.issubdtype(np.asarray(arr).dtype, np.integer)
     img = np.asarray(arr, dtype=np.float32)
     if img.ndim != 2:
         raise InputError(f"{path}: expected a 2-D grayscale image, got shape {img.shape}")
-    if not np.isfinite(img).all():
+    if not finite and not np.isfinite(img).all():
         raise InputError(f"{path}: image contains NaN or infinite values")
     if float(img.max()) == float(img.min()):
         raise InputError(f"{path}: image is empty (constant)")
@@ -358,8 +360,13 @@ def _read_dicom(
     has_modality_lut = any(
         k in ds for k in ("RescaleSlope", "RescaleIntercept", "ModalityLUTSequence")
     )
+    # stored integers of at most 16 bits are exact in float32, and so is the MONOCHROME1
+    # inversion below: float64 only where a LUT or the log of FOR PROCESSING needs it (a
+    # full-field image's float64 copy cost as much as decoding it)
+    exact32 = not has_modality_lut and intent != "FOR PROCESSING"
     try:
-        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        values = np.asarray(apply_modality_lut(stored, ds),
+                            dtype=np.float32 if exact32 else np.float64)
         lo_hi = np.asarray(
             apply_modality_lut(np.array(_stored_range(ds), dtype=np.int64), ds), dtype=np.float64
         )
@@ -381,7 +388,7 @@ def _read_dicom(
         values = (lo + hi) - values
         inverted = True
 
-    img = _finish_pixels(path, values)
+    img = _finish_pixels(path, values, finite=exact32)
 
     if laterality not in ("L", "R"):
         laterality = None
