@@ -369,6 +369,37 @@ def synthetic_lines(result: dict) -> list[str]:
     return lines + [""]
 
 
+def parse_threshold(spec: str) -> tuple[str, float]:
+    name, _, value = spec.partition("=")
+    try:
+        return name, float(value)
+    except ValueError:
+        raise SystemExit(f"error: --synthetic-only {spec!r}: expected NAME=THRESHOLD") from None
+
+
+def synthetic_only(models: dict[str, Path], thresholds: dict[str, float],
+                   args: argparse.Namespace) -> None:
+    """The synthetic development sets alone, each model at its given threshold (same patches
+    for every model of one spacing: the same seed and backgrounds)."""
+    from mcgenref.io.atomic import write_bytes_atomic, write_json_atomic
+
+    missing = set(models) - set(thresholds)
+    if missing:
+        raise SystemExit(f"error: --synthetic-only needs a threshold for {', '.join(sorted(missing))}")
+    result = {"command": " ".join(sys.argv[1:]), "machine": quality._machine(),
+              "load_average": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+              "models": {name: {"threshold": thresholds[name],
+                                "synthetic": synthetic_dev(model, thresholds[name], args.synthetic,
+                                                           args.bootstrap, args.cbis_held_out)}
+                         for name, model in models.items()}}
+    write_json_atomic(args.out / "synthetic.json", json.loads(json.dumps(result, default=float)))
+    lines = [f"# Synthetic development sets, models at given thresholds", "",
+             f"`python benchmarks/model_selection.py {result['command']}` on {result['machine']} "
+             f"(load average {result['load_average']}).", "", *synthetic_lines(result)]
+    write_bytes_atomic(args.out / "synthetic.md", ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", default=[], metavar="NAME=DIR",
@@ -382,11 +413,18 @@ def main() -> None:
     ap.add_argument("--cbis-held-out", type=Path, default=CBIS_HELD_OUT,
                     help="the held-out CBIS-DDSM woman's cached 0.1 mm views (fine models)")
     ap.add_argument("--no-roi", action="store_true", help="leave out the MAGIC-5 ROI AUC")
+    ap.add_argument("--synthetic-only", action="append", default=[], metavar="NAME=T",
+                    help="only the synthetic sets, each model at the threshold T given here "
+                    "(its operating point as chosen elsewhere on development data, e.g. by "
+                    "recipes/mine_hard_negatives.py measure); repeat per model")
     args = ap.parse_args()
     models = parse_models(args.model)
     if args.bootstrap < 1 or args.synthetic < 1:
         raise SystemExit("error: --bootstrap and --synthetic must be >= 1")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.synthetic_only:
+        synthetic_only(models, dict(parse_threshold(v) for v in args.synthetic_only), args)
+        return
     t0 = time.perf_counter()
     result: dict = {
         "command": " ".join(sys.argv[1:]), "machine": quality._machine(),
