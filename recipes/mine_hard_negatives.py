@@ -56,6 +56,7 @@ from default_segmentor import (  # noqa: E402
     choose_threshold,
     image_paths,
     install_model,
+    segment_skin_margin_mm,
     split,
     train_config,
 )
@@ -330,13 +331,18 @@ def cmd_install(args: argparse.Namespace) -> None:
     if summary.get("split") != "calibration" or "threshold" not in summary.get("operating_point", {}):
         raise SystemExit(f"{args.calibration}: not a calibration summary with an operating point")
     shipped = json.loads((PACKAGE_MODEL / "model.json").read_text())["operating_point"]
+    margin = summary["skin_margin_mm"]
+    if margin is None:  # measured at segment's default margin
+        margin = segment_skin_margin_mm()
     points = {
-        "model": summary["operating_point"],
+        "model": {**summary["operating_point"], "skin_margin_mm": margin},
         "classical": {"threshold": shipped["classical_threshold"]},
         "chosen_on": (
             f"cluster FROC on the {len(calc_refs())} mini-MIAS calcification images (development "
-            f"data) and the {len(split().calibration)} calibration-part normals "
-            "(recipes/mine_hard_negatives.py measure --split calibration); rule: highest cluster "
+            f"data) and the {len(split().calibration)} calibration-part normals segmented at "
+            f"skin margin {margin:g} mm (recipes/mine_hard_negatives.py measure --split "
+            f"calibration --skin-margin {margin:g}; the margin chosen by the margins sweep); "
+            "rule: highest cluster "
             "sensitivity at <= 1 false cluster per normal image, ties to the highest threshold; "
             "classical_threshold kept from the model this one replaced"
         ),
