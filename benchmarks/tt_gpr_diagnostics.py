@@ -38,6 +38,13 @@ within 1 mm, one-to-one, :func:`mcgenref.evaluation.synthetic.score_synthetic`'s
    intensity and in surrogate probability, and per seed the MC-vs-not AUC of the
    surrogates' agreement ``1 - 2 std`` and of their mean logit change.
 
+6. **Oracle FROC** (``--oracle-froc fresh|shifted``, written to oracle_froc_<set>.md/json
+   in --out): on ``--patches`` patches of the development evidence set of
+   ``benchmarks/tt_gpr.py`` (calibration normals; the shifted set is the regime the paper
+   claims), the object FROC of TT-GPR with the oracle projector at AUC 1 and 0.9 against the
+   segmentor's own threshold sweep, with paired bootstrap CIs, and each at the operating
+   point: the most the machinery can deliver as a curve, not one point.
+
 Writes table.md and table.json into --out.
 """
 
@@ -57,6 +64,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "recipes"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import default_segmentor as recipe  # noqa: E402
 
@@ -203,17 +211,62 @@ def _refine_all(samples: list, logits: list, make_refiner) -> tuple[list, dict]:
     return out, info
 
 
-def oracle_curve(samples: list, logits: list, seg, threshold: float) -> dict:
+def oracle_curve(samples: list, logits: list, seg, threshold: float,
+                 levels: tuple[float, ...] = AUC_LEVELS) -> dict:
+    """TT-GPR with :class:`OracleProjector` at each MC-vs-not AUC of ``levels``: the operating
+    point's scores per level (``rows``) and the refined logits (``logits``, same keys)."""
     from mcgenref.inference.refine import RefineConfig, Refiner
 
     config = dataclasses.replace(RefineConfig(), k=1)  # the oracle is deterministic
     rows = {"initializer (segmentor)": _score([_sigmoid(z) for z in logits], samples, threshold)}
-    for auc in AUC_LEVELS:
+    refined_by: dict[str, list] = {}
+    for auc in levels:
         refined, info = _refine_all(samples, logits, lambda s, auc=auc: Refiner(
             seg, None, config, "cpu", projector=OracleProjector(s, 1.0 - auc)))
-        rows[f"oracle, AUC {auc:g}"] = {**_score([_sigmoid(z) for z in refined], samples, threshold), **info}
-        print(f"oracle AUC {auc}: {rows[f'oracle, AUC {auc:g}']}", flush=True)
-    return {"config": "RefineConfig() defaults, k = 1", "rows": rows}
+        name = f"oracle, AUC {auc:g}"
+        rows[name] = {**_score([_sigmoid(z) for z in refined], samples, threshold), **info}
+        refined_by[name] = refined
+        print(f"oracle AUC {auc}: {rows[name]}", flush=True)
+    return {"config": "RefineConfig() defaults, k = 1", "rows": rows, "logits": refined_by}
+
+
+def oracle_froc(which: str, n: int, seg, threshold: float, n_boot: int) -> dict:
+    """Section 6 of the module docstring."""
+    import tt_gpr
+    from mcgenref.evaluation.synthetic import segmentor_logits
+
+    samples = tt_gpr.evidence_patches("dev", which, n)
+    logits = segmentor_logits(seg, samples)
+    oracle = oracle_curve(samples, logits, seg, threshold, levels=(1.0, 0.9))
+    curves = {"segmentor (threshold sweep)": logits, **oracle.pop("logits")}
+    visible = sum(int(s.record["n_visible"]) for s in samples)
+    return {"set": which, "n_patches": n, "visible_mcs": visible, "threshold": threshold,
+            "operating_point": oracle, "froc": froc(samples, curves, n_boot)}
+
+
+def write_oracle_froc(r: dict, out: Path) -> None:
+    f = r["froc"]
+    lines = [f"# TT-GPR with the oracle projector: FROC against the segmentor's sweep ({r['set']} dev set)", "",
+             f"`python benchmarks/tt_gpr_diagnostics.py --oracle-froc {r['set']} --patches {r['n_patches']}` on "
+             f"{r['machine']}; {r['runtime_s']} s. {r['n_patches']} patches of the development "
+             f"`{r['set']}` evidence set of benchmarks/tt_gpr.py (calibration normals), {r['visible_mcs']} "
+             "visible MCs. Object sensitivity at each number of false components per patch (sweep of the "
+             "logit from -12 to 30 in steps of 0.5); difference to the segmentor with a 95 % paired bootstrap "
+             "CI (patches resampled).", "",
+             "| curve | " + " | ".join(f"@ {v:g} FP" for v in f["fp_levels"]) + " |",
+             "|---|" + "---|" * len(f["fp_levels"])]
+    for name, v in f["curves"].items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(x) for x in v["sensitivity_at"]) + " |")
+        if "difference" in v:
+            lines.append("| difference [CI] | " + " | ".join(
+                f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, (lo, hi) in zip(v["difference"], v["difference_ci"],
+                                                                          strict=True)) + " |")
+    lines += ["", f"At the operating point {r['threshold']:g}:", "",
+              "| projector | object sensitivity | FP / patch | Dice | recall |", "|---|---|---|---|---|"]
+    for name, v in r["operating_point"]["rows"].items():
+        lines.append(f"| {name} | {_fmt(v['object_sensitivity'])} | {v['fp_per_patch']:.2f} | "
+                     f"{_fmt(v['dice'])} | {_fmt(v['recall'])} |")
+    (out / f"oracle_froc_{r['set']}.md").write_text("\n".join(lines) + "\n")
 
 
 def _seed_table(samples: list, logits: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -342,8 +395,10 @@ def spread_variants() -> dict:
     }
 
 
-def projection_spread(samples: list, logits: list, seg, gen, contract) -> dict:  # noqa: ANN001
-    """Section 5 of the module docstring: the spread of the K projections per variant."""
+def projection_spread(samples: list, logits: list, seg, gen, contract,  # noqa: ANN001
+                      only: tuple[str, ...] = ()) -> dict:
+    """Section 5 of the module docstring: the spread of the K projections per variant (those
+    whose name starts with one of ``only``; every variant when empty)."""
     import torch
     from scipy import ndimage
 
@@ -351,6 +406,8 @@ def projection_spread(samples: list, logits: list, seg, gen, contract) -> dict: 
 
     out = {}
     for name, config in spread_variants().items():
+        if only and not name.startswith(only):
+            continue
         refiner = Refiner(seg, gen, config, "cpu", contract=contract)
         px_std, prob_std, rows = [], [], []
         t0 = time.perf_counter()
@@ -380,8 +437,8 @@ def projection_spread(samples: list, logits: list, seg, gen, contract) -> dict: 
                     prob_std.append(float(p_sd[i][disc].mean()))
                     r, c = int(round(q.row)), int(round(q.col))
                     rows.append((1.0 - 2.0 * float(p_sd[i, r, c]), float(zk[i, :, r, c].mean() - z0[i, 0, r, c]),
-                                 bool(on_mc[r0 + r, c0 + c]), float(z0[i, 0, r, c])))
-        a = np.asarray(rows, float).reshape(-1, 4)
+                                 bool(on_mc[r0 + r, c0 + c]), float(z0[i, 0, r, c]), float(zk[i, :, r, c].mean())))
+        a = np.asarray(rows, float).reshape(-1, 5)
         mc = a[:, 2] > 0
         low = a[:, 3] < 0  # below p = 0.5: where the missed MCs are
         out[name] = {
@@ -391,11 +448,12 @@ def projection_spread(samples: list, logits: list, seg, gen, contract) -> dict: 
             "mean_agreement_mc": float(a[mc, 0].mean()) if mc.any() else None,
             "mean_agreement_not": float(a[~mc, 0].mean()) if (~mc).any() else None,
             "auc_agreement": _auc(mc, a[:, 0]), "auc_logit_change": _auc(mc, a[:, 1]),
-            "auc_initial_logit": _auc(mc, a[:, 3]),
+            "auc_initial_logit": _auc(mc, a[:, 3]), "auc_surrogate_logit": _auc(mc, a[:, 4]),
             "below_half": {"seeds": int(low.sum()), "on_mc": int(mc[low].sum()),
                            "auc_agreement": _auc(mc[low], a[low, 0]),
                            "auc_logit_change": _auc(mc[low], a[low, 1]),
-                           "auc_initial_logit": _auc(mc[low], a[low, 3])},
+                           "auc_initial_logit": _auc(mc[low], a[low, 3]),
+                           "auc_surrogate_logit": _auc(mc[low], a[low, 4])},
             "seconds": round(time.perf_counter() - t0, 1),
         }
         print(name, out[name], flush=True)
@@ -403,20 +461,25 @@ def projection_spread(samples: list, logits: list, seg, gen, contract) -> dict: 
 
 
 def write_spread(r: dict, out: Path) -> None:
+    generator = r.get("generator", "the shipped generator")
     lines = ["# TT-GPR: spread of the K projections (development data)", "",
              f"`python benchmarks/tt_gpr_diagnostics.py --spread-only --patches {r['n_patches']}` on "
-             f"{r['machine']}; {r['runtime_s']} s. {r['data']} Shipped generator, K = 4, first round, "
-             "seeds in each window's inner part; a seed is an MC on the exact mask dilated by one pixel.", "",
+             f"{r['machine']}; {r['runtime_s']} s. {r['data']} Generator `{generator}`, K = 4, first "
+             "round, seeds in each window's inner part; a seed is an MC on the exact mask dilated by one "
+             "pixel. AUCs of MC vs not at the seeds: of the agreement, of the logit change the "
+             "projections cause, of the initial logit z0 and of the surrogates' mean logit (z0 + change: "
+             "what TT-GPR's fit term pulls to).", "",
              "| variant | seeds (on an MC) | pixel std in seed discs | surrogate p std in seed discs | "
-             "agreement: MC / not | AUC: agreement, logit change, initial logit | seeds at z < 0 (on an MC): "
-             "AUC agreement, change, initial logit | s |", "|---|---|---|---|---|---|---|---|"]
+             "agreement: MC / not | AUC: agreement, change, z0, surrogate | seeds at z0 < 0 (on an MC): "
+             "AUC agreement, change, z0, surrogate | s |", "|---|---|---|---|---|---|---|---|"]
     for name, v in r["spread"].items():
+        b = v["below_half"]
         lines.append(f"| {name} | {v['seeds']} ({v['on_mc']}) | {_fmt(v['pixel_std_in_seed_discs'], 4)} | "
                      f"{_fmt(v['surrogate_prob_std_in_seed_discs'], 4)} | {_fmt(v['mean_agreement_mc'])} / "
                      f"{_fmt(v['mean_agreement_not'])} | {_fmt(v['auc_agreement'])}, {_fmt(v['auc_logit_change'])}, "
-                     f"{_fmt(v['auc_initial_logit'])} | {v['below_half']['seeds']} ({v['below_half']['on_mc']}): "
-                     f"{_fmt(v['below_half']['auc_agreement'])}, {_fmt(v['below_half']['auc_logit_change'])}, "
-                     f"{_fmt(v['below_half']['auc_initial_logit'])} | {v['seconds']} |")
+                     f"{_fmt(v['auc_initial_logit'])}, {_fmt(v.get('auc_surrogate_logit'))} | "
+                     f"{b['seeds']} ({b['on_mc']}): {_fmt(b['auc_agreement'])}, {_fmt(b['auc_logit_change'])}, "
+                     f"{_fmt(b['auc_initial_logit'])}, {_fmt(b.get('auc_surrogate_logit'))} | {v['seconds']} |")
     (out / "spread.md").write_text("\n".join(lines) + "\n")
 
 
@@ -491,6 +554,12 @@ def main() -> None:
     ap.add_argument("--spread-only", action="store_true",
                     help="only section 5 (K-projection spread) on --patches calibration patches; "
                          "writes spread.md / spread.json")
+    ap.add_argument("--oracle-froc", choices=("fresh", "shifted"), default=None,
+                    help="only section 6 (the oracle's FROC against the segmentor's sweep) on --patches "
+                         "patches of this development evidence set; writes oracle_froc_<set>.md / .json")
+    ap.add_argument("--variants", default="",
+                    help="with --spread-only: comma-separated name prefixes of the variants to run "
+                         "(default: all), e.g. 'today'")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/tt_gpr_diagnostics")
     ap.add_argument("--tables-only", action="store_true", help="rewrite table.md from --out/table.json")
     args = ap.parse_args()
@@ -507,6 +576,16 @@ def main() -> None:
     t0 = time.perf_counter()
     seg, meta = load_model(SEGMENTOR, "cpu")
     threshold = float(meta["operating_point"]["threshold"])
+    if args.oracle_froc:
+        result = oracle_froc(args.oracle_froc, args.patches, seg, threshold, args.bootstrap)
+        result["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+                             + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"))
+        result["runtime_s"] = round(time.perf_counter() - t0, 1)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"oracle_froc_{args.oracle_froc}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        write_oracle_froc(result, args.out)
+        print((args.out / f"oracle_froc_{args.oracle_froc}.md").read_text())
+        return
     split = recipe.split()
     dev = recipe.synthetic_patches(split.part("calibration"), args.patches, CALIBRATION_SEED, 256, (10, 40))
     if args.spread_only:
@@ -516,7 +595,9 @@ def main() -> None:
                   "n_patches": args.patches,
                   "data": f"{args.patches} patches of 256 px at 0.2 mm, clusters of 10-40 MCs, on the "
                           f"calibration normals (seed {CALIBRATION_SEED}).",
-                  "spread": projection_spread(dev, segmentor_logits(seg, dev), seg, gen, contract)}
+                  "generator": str(args.generator),
+                  "spread": projection_spread(dev, segmentor_logits(seg, dev), seg, gen, contract,
+                                              tuple(v for v in args.variants.split(",") if v))}
         result["runtime_s"] = round(time.perf_counter() - t0, 1)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "spread.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
@@ -540,6 +621,7 @@ def main() -> None:
     print(result["second_opinion"], flush=True)
     if not args.skip_oracle:
         result["oracle"] = oracle_curve(dev, dev_z, seg, threshold)
+        result["oracle"].pop("logits")
     if not args.skip_froc:
         gen, contract, _ = load_generator(args.generator, "cpu")
         refined, info = _refine_all(dev, dev_z, lambda s: Refiner(seg, gen, RefineConfig(), "cpu",

@@ -192,6 +192,14 @@ def cmd_seed_share(args: argparse.Namespace) -> None:
     }, indent=2))
 
 
+def _repo_relative(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it, else unchanged."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return path
+
+
 def cmd_install(args: argparse.Namespace) -> None:
     """Copy the trained generator into the package with its data split and recipe."""
     args.run_dir = args.run_dir or RUN_DIR
@@ -217,8 +225,17 @@ def cmd_install(args: argparse.Namespace) -> None:
             "calcification_images": "never trained on",
         },
     }
-    meta["recipe"] = "python recipes/default_generator.py train && ... install"
-    meta["training_config"] = json.loads((args.run_dir / "config.json").read_text())
+    config = json.loads((args.run_dir / "config.json").read_text())
+    mined = config.get("seed_source") == "mined"
+    meta["recipe"] = (f"python recipes/default_generator.py train --seed-source mined --run-dir {args.run_dir} "
+                      f"&& ... install --run-dir {args.run_dir}" if mined
+                      else "python recipes/default_generator.py train && ... install")
+    meta["training_config"] = config
+    if mined:  # machine paths -> repository-relative ones (the sha256 beside them identifies the files)
+        condition = meta["extra"]["condition"]["mined"]
+        condition["segmentor"] = _repo_relative(condition["segmentor"])
+        if config.get("init_from"):
+            config["init_from"] = _repo_relative(config["init_from"])
     if PACKAGE_MODEL.exists():
         shutil.rmtree(PACKAGE_MODEL)
     PACKAGE_MODEL.mkdir(parents=True)
