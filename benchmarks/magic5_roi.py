@@ -4,6 +4,8 @@
                                     [--work /tmp/mcgenref-magic5-roi] [--model DIR]
                                     [--splits dev,test]
     python benchmarks/magic5_roi.py --select-rule --out benchmarks/results/magic5_roi
+    python benchmarks/magic5_roi.py --refine [--generator DIR] --splits dev
+                                    --out benchmarks/results/magic5_roi_refine_dev
 
 The 78 MAGIC-5 cases (``$MCGENREF_DATA/magic5-microcal``, 60 x 60 px crops at 85 um) are split
 by case into development and test (:func:`mcgenref.datasets.magic5.split_crops`, seed 0, half
@@ -22,6 +24,19 @@ each, stratified by the classes a case holds).
   ``evaluate`` of each folder against the MAGIC-5 folder (``WORK/eval/<split>-<method>/``), and
   ``table.md`` / ``table.json``: ROI AUC of each score and of the trivial statistics, with 95 %
   CIs over cases. ``benchmarks/quality.py`` may call :func:`measure` for its table.
+  Without ``--model``, ``model`` is ``--model auto``, which at 0.085 mm is the shipped **fine**
+  segmentor (:mod:`mcgenref.inference.model_choice`).
+* ``--refine``: TT-GPR (``segment --roi --refine``, the shipped generator or ``--generator``)
+  beside the same segmentor without it. ``--refine`` works with the coarse (0.2 mm) segmentor
+  only, so ``model`` is then the shipped **coarse** one (or ``--model DIR``) and
+  ``model+refine`` refines that same model; ``classical`` as before. Both model rows are
+  recomputed (``overwrite``) so their seconds are real. Each crop is 26 px on the coarse grid:
+  the library reflect-pads it to a segmentor window and refines it in that padded context
+  (``roi_padding``). Per split: the paired AUC difference refine - plain of ``max_prob`` and
+  ``n_mcs`` with a 95 % case-bootstrap CI
+  (:func:`mcgenref.evaluation.roi.case_bootstrap_auc_difference`), both runs' seconds, and
+  how many crops got a refinement window; in ``table.json`` under
+  ``<split>.model+refine.paired_vs_plain`` and ``.tt_gpr``.
 
 Real data is read from ``$MCGENREF_DATA`` (default ``../shared/data``) and never copied.
 """
@@ -29,6 +44,7 @@ Real data is read from ``$MCGENREF_DATA`` (default ``../shared/data``) and never
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import os
@@ -184,24 +200,37 @@ def _machine() -> str:
 SPLITS = ("dev", "test")
 
 
+#: The method of ``--refine``: the ``model`` row's segmentor with TT-GPR.
+REFINE = "model+refine"
+
+
 def measure(out: Path, work: Path, n_boot: int = 1000, seed: int = 0,
-            methods: tuple[str, ...] = ("model", "classical"), model: Path | None = None,
-            splits: tuple[str, ...] = SPLITS, threshold: float | None = None) -> dict:
+            methods: tuple[str, ...] = ("model", "classical"), model: Path | str | None = None,
+            splits: tuple[str, ...] = SPLITS, threshold: float | None = None,
+            generator: Path | None = None) -> dict:
     """Segment the ``splits`` (of dev, test) with each method (``roi``, 0.085 mm) into ``work``
     and evaluate them (outside the repository: the maps are derived from real data); returns
     ``{split: {method: roi block of metrics.json}}`` and writes ``OUT/table.md``/``.json``.
 
-    ``model``: the segmentor folder of method ``model`` (``None``: the shipped one);
-    ``threshold``: its probability threshold (``None``: its operating point), which moves
-    ``n_mcs`` only (``max_prob`` needs none). Each crop's scores are in
+    ``model``: the segmentor of methods ``model`` and ``model+refine`` (a folder, or ``coarse``
+    / ``fine``; ``None``: ``--model auto``); ``threshold``: its probability threshold
+    (``None``: its operating point), which moves ``n_mcs`` only (``max_prob`` needs none);
+    ``generator``: the generator of ``model+refine`` (``None``: the shipped one). With
+    ``model+refine`` in ``methods`` (after ``model``), its block also holds ``paired_vs_plain``
+    (:func:`paired_refine_difference` against ``model``) and ``tt_gpr``
+    (:func:`refine_record`). Each crop's scores are in
     ``WORK/eval/<split>-<method>/per_image.csv``."""
     from mcgenref.workflows import SegmentOptions, run_evaluate, run_segment
 
     if bad := set(splits) - set(SPLITS):
         raise SystemExit(f"unknown MAGIC-5 split(s): {', '.join(sorted(bad))}")
+    if REFINE in methods and ("model" not in methods
+                              or methods.index("model") > methods.index(REFINE)):
+        raise SystemExit(f"method {REFINE} needs method model before it (the paired comparison)")
     root = list_roi_crops()
     dev, test = split_crops(root)
     truth = root[0].path.parents[1]
+    load_at_start = os.getloadavg()
     table: dict = {}
     for split, crops in (("dev", dev), ("test", test)):
         if split not in splits:
@@ -209,19 +238,90 @@ def measure(out: Path, work: Path, n_boot: int = 1000, seed: int = 0,
         table[split] = {}
         for method in methods:
             pred = work / "pred" / f"{split}-{method}"
+            is_model = method in ("model", REFINE)
             t0 = time.perf_counter()
             run_segment([str(c.path) for c in crops], pred, SegmentOptions(
-                model=model if method == "model" else None,
-                threshold=threshold if method == "model" else None,
-                method=method, roi=True, pixel_spacing=str(MAGIC5_PIXEL_SPACING_MM),
-                device="cpu", show_progress=False, report=False, workers=0))
+                model=model if is_model else None,
+                threshold=threshold if is_model else None,
+                method="model" if is_model else method, roi=True,
+                pixel_spacing=str(MAGIC5_PIXEL_SPACING_MM), device="cpu", show_progress=False,
+                report=False, workers=0, refine=method == REFINE,
+                generator=generator if method == REFINE else None,
+                # the refine comparison's seconds must be of a run, not of skipped images
+                overwrite=is_model and REFINE in methods))
             seg_s = time.perf_counter() - t0
-            metrics = run_evaluate(pred, truth, work / "eval" / f"{split}-{method}",
-                                   n_bootstrap=n_boot, seed=seed, report=True)
+            evaluated = work / "eval" / f"{split}-{method}"
+            metrics = run_evaluate(pred, truth, evaluated, n_bootstrap=n_boot, seed=seed,
+                                   report=True)
             table[split][method] = dict(metrics["roi"], segment_s=round(seg_s, 1))
+            if method == REFINE:
+                plain = read_crop_rows(work / "eval" / f"{split}-model" / "per_image.csv")
+                table[split][method]["paired_vs_plain"] = paired_refine_difference(
+                    plain, read_crop_rows(evaluated / "per_image.csv"), n_boot, seed)
+                table[split][method]["tt_gpr"] = refine_record(pred)
+                # the machine is shared: what else ran beside the timed runs
+                table[split][method]["load_average_1_5_15_min"] = {
+                    "start": [round(x, 2) for x in load_at_start],
+                    "end": [round(x, 2) for x in os.getloadavg()]}
             print(f"{split} {method}: {metrics['summary_line']}", flush=True)
-    write_table(out, table)
+    write_table(out, table, model=model, generator=generator)
     return table
+
+
+def read_crop_rows(path: Path) -> dict[str, dict[str, str]]:
+    """``{stem: row}`` of an ``evaluate`` ``per_image.csv`` of ROI crops."""
+    with open(path, newline="") as f:
+        return {r["stem"]: r for r in csv.DictReader(f)}
+
+
+def paired_refine_difference(plain: dict[str, dict], refined: dict[str, dict], n_boot: int,
+                             seed: int) -> dict[str, dict]:
+    """Per detector score (``max_prob``, ``n_mcs``): the AUC of ``plain`` and of ``refined``
+    (``{stem: row}`` with ``label``, ``case`` and the score, as :func:`read_crop_rows` gives),
+    ``AUC(refined) - AUC(plain)`` with its paired 95 % case-bootstrap CI (one draw of
+    cases scores both), and how many crops of each class refinement raised and lowered.
+    Both must hold the same crops with the same truth."""
+    from mcgenref.evaluation.roi import case_bootstrap_auc_difference, roc_auc
+
+    if set(plain) != set(refined):
+        raise SystemExit(f"the refined and plain runs hold different crops "
+                         f"({len(set(plain) ^ set(refined))} in one only)")
+    stems = sorted(plain)
+    labels = [int(plain[s]["label"]) for s in stems]
+    cases = [plain[s]["case"] for s in stems]
+    if labels != [int(refined[s]["label"]) for s in stems] or \
+            cases != [refined[s]["case"] for s in stems]:
+        raise SystemExit("the refined and plain runs disagree on a crop's label or case")
+    result = {}
+    for score in DETECTOR_SCORES:
+        a = [float(refined[s][score]) for s in stems]
+        b = [float(plain[s][score]) for s in stems]
+        d, ci = case_bootstrap_auc_difference(a, b, labels, cases, n_boot, seed)
+        moved = {name: {cls: sum(1 for x, y, lab in zip(a, b, labels)
+                                 if lab == value and (x > y if name == "raised" else x < y))
+                        for cls, value in (("calcification", 1), ("normal", 0))}
+                 for name in ("raised", "lowered")}
+        result[score] = {"plain_auc": roc_auc(b, labels), "refine_auc": roc_auc(a, labels),
+                         "difference": d, "ci": list(ci), "n_crops": len(stems),
+                         "n_cases": len(set(cases)), **moved}
+    return result
+
+
+def refine_record(pred: Path) -> dict:
+    """What TT-GPR did over a ``segment --refine`` folder (its ``<stem>_meta.json`` files):
+    crops, crops with at least one window, windows, solves, TT-GPR seconds, the generator."""
+    records = [json.loads(p.read_text())["detector"]["tt_gpr"]
+               for p in sorted(pred.rglob("*_meta.json"))]
+    return {
+        "n_crops": len(records),
+        "crops_with_windows": sum(r["windows"] > 0 for r in records),
+        "windows": sum(r["windows"] for r in records),
+        "solves": sum(r["solves"] for r in records),
+        "unsettled": sum(r["unsettled"] for r in records),
+        "window_px": sorted({r["window_px"] for r in records}),
+        "refine_s": round(sum(r["refine_s"] for r in records), 1),
+        "generator": records[0]["generator"] if records else None,
+    }
 
 
 def split_lines(table: dict, heading: str = "##") -> list[str]:
@@ -243,12 +343,51 @@ def split_lines(table: dict, heading: str = "##") -> list[str]:
     return lines
 
 
-def write_table(out: Path, table: dict) -> None:
+def refine_lines(table: dict, model: Path | str | None, generator: Path | None) -> list[str]:
+    """Markdown of the paired refine - plain comparison of each split that has one."""
+    lines: list[str] = []
+    for split, by_method in table.items():
+        block = by_method.get(REFINE)
+        if block is None:
+            continue
+        tt, plain_s = block["tt_gpr"], by_method["model"]["segment_s"]
+        gen = tt["generator"] or {}
+        lines += [f"## {split}: `--refine` against the same segmentor without it", "",
+                  f"Segmentor: `--model {model}`, with and without `--refine`; generator: "
+                  f"{generator or 'shipped'} "
+                  f"({gen.get('name', '?')}, sha256 {str(gen.get('sha256', '?'))[:12]}). "
+                  "Difference = AUC(refine) - AUC(plain), paired 95 % CI over cases "
+                  f"(each resample of cases scores both); {block['n_crops']} crops, "
+                  f"{block['n_cases']} cases.", "",
+                  "| score | plain AUC | refine AUC | refine - plain [95 % CI] | calcification "
+                  "crops raised / lowered | normal crops raised / lowered |",
+                  "|---|---|---|---|---|---|"]
+        for k, d in block["paired_vs_plain"].items():
+            up, down = d["raised"], d["lowered"]
+            lines.append(f"| {k} | {d['plain_auc']:.3f} | {d['refine_auc']:.3f} | "
+                         f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] | "
+                         f"{up['calcification']} / {down['calcification']} | "
+                         f"{up['normal']} / {down['normal']} |")
+        ratio = block["segment_s"] / plain_s if plain_s else float("nan")
+        lines += ["", f"Seconds (segment, all {block['n_crops']} crops, one after the other): "
+                  f"plain {plain_s:.1f}, refine {block['segment_s']:.1f} ({ratio:.2f}x); "
+                  f"TT-GPR itself {tt['refine_s']:.1f} s; {tt['crops_with_windows']} of "
+                  f"{tt['n_crops']} crops got a refinement window ({tt['windows']} windows of "
+                  f"{', '.join(map(str, tt['window_px']))} px, {tt['solves']} solves, "
+                  f"{tt['unsettled']} unsettled). Load average (1, 5, 15 min) of the shared "
+                  f"machine at the start / end: {block['load_average_1_5_15_min']['start']} / "
+                  f"{block['load_average_1_5_15_min']['end']}.", ""]
+    return lines
+
+
+def write_table(out: Path, table: dict, model: Path | str | None = None,
+                generator: Path | None = None) -> None:
     lines = ["# MAGIC-5 ROI AUC (segment --roi --pixel-spacing 0.085)", "",
              "Cases split by `mcgenref.datasets.magic5.split_crops` (seed 0). AUC with 95 % "
              "bootstrap CI over cases; primary score: the strongest probability (`max_prob`); "
              "`n_mcs`: MCs found at the method's operating point.", ""]
     lines += split_lines(table)
+    lines += refine_lines(table, model, generator)
     lines.append(_machine())
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text("\n".join(lines) + "\n")
@@ -264,18 +403,32 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=None,
-                    help="segmentor folder of --method model (default: the shipped one)")
+                    help="segmentor folder of --method model (default: --model auto, at "
+                    "0.085 mm the shipped fine one; with --refine the shipped coarse one)")
     ap.add_argument("--splits", default=",".join(SPLITS),
                     help="comma-separated MAGIC-5 splits to measure (default: dev,test)")
     ap.add_argument("--select-rule", action="store_true",
                     help="compare the candidate intensity rules on the development split")
+    ap.add_argument("--refine", action="store_true",
+                    help="also segment --refine (method model+refine) with the same segmentor, "
+                    "which is then the shipped coarse one unless --model is given, and compare "
+                    "them paired")
+    ap.add_argument("--generator", type=Path, default=None,
+                    help="generator folder of --refine (default: the shipped one)")
     args = ap.parse_args()
+    if args.generator is not None and not args.refine:
+        raise SystemExit("--generator needs --refine")
     warnings.simplefilter("ignore", McGenRefWarning)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.select_rule:
         dev, _ = split_crops(list_roi_crops())
         result = select_rule(dev, args.bootstrap, args.seed)
         write_selection(args.out, result, len(dev), len({c.case for c in dev}))
+    elif args.refine:
+        # --refine supports the coarse (0.2 mm) segmentor only; auto would be fine at 0.085 mm
+        measure(args.out, args.work, args.bootstrap, args.seed,
+                methods=("model", REFINE, "classical"), model=args.model or "coarse",
+                splits=tuple(s for s in args.splits.split(",") if s), generator=args.generator)
     else:
         measure(args.out, args.work, args.bootstrap, args.seed, model=args.model,
                 splits=tuple(s for s in args.splits.split(",") if s))

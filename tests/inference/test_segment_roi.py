@@ -118,6 +118,25 @@ def test_tiny_crop_is_padded_and_segmented(tmp_path: Path) -> None:
     assert 14 + top + bottom == 256 and 14 + left + right == 256
 
 
+def test_a_tiny_crop_is_refined_in_its_padded_window(tmp_path: Path) -> None:
+    """``--roi --refine``: the 14 px crop (on the model's grid) is smaller than a refinement
+    window (64 px), so TT-GPR runs on the reflect-padded grid the segmentor saw, seeded inside
+    the crop only (on the bare crop no window fits and nothing would be refined)."""
+    img = _tissue(seed=1)[90:122, 100:132]  # holds two bright specks
+    path = tmp_path / "in" / "tiny.pgm"
+    path.parent.mkdir()
+    Image.fromarray(img).save(path)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["segment", str(path), "--out", str(out), "--roi", "--model", "coarse",
+                              "--refine", "--pixel-spacing", "0.085", "--device", "cpu",
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    tt = json.loads((out / "tiny_meta.json").read_text())["detector"]["tt_gpr"]
+    assert tt["window_px"] == 64 and tt["windows"] >= 1 and tt["solves"] >= 1
+    for suffix in ("_prob.png", "_uncertainty.png"):
+        assert np.asarray(Image.open(out / f"tiny{suffix}")).shape == (32, 32), suffix
+
+
 def test_without_roi_a_crop_is_refused(tmp_path: Path) -> None:
     """What --roi is for: the breast finder leaves no region inside the skin margin of a crop."""
     path = tmp_path / "crop.png"

@@ -462,18 +462,26 @@ class Segmenter:
             self.batch_size, self.device, self.autocast, self.config.window_context_px,
         )
         logits = result.logits
-        if any(any(p) for p in pad):
-            (top, bottom), (left, right) = pad
-            logits = logits[top: logits.shape[0] - bottom, left: logits.shape[1] - right]
-            work = work[top: work.shape[0] - bottom, left: work.shape[1] - right]
-            work_region = work_region[top: work_region.shape[0] - bottom,
-                                      left: work_region.shape[1] - right]
-        uncertainty = None
+        model_uncertainty: np.ndarray | None = None
         refine_info: dict[str, Any] = {}
         if self.refiner is not None:
+            # before the padding is cut off: a crop smaller than a refinement window is refined
+            # in its mirrored context, as it was segmented (on the bare crop no window fits);
+            # the padding is outside ``work_region``, so it gets no seed and is not changed
             refined = self.refiner.refine(work, work_region, logits, target)
             logits, refine_info = refined.logits, refined.info
-            uncertainty = to_input_grid(refined.uncertainty, region, 0.5)
+            model_uncertainty = refined.uncertainty
+        if any(any(p) for p in pad):
+            (top, bottom), (left, right) = pad
+
+            def unpad(a: np.ndarray) -> np.ndarray:
+                return a[top: a.shape[0] - bottom, left: a.shape[1] - right]
+
+            logits, work, work_region = unpad(logits), unpad(work), unpad(work_region)
+            if model_uncertainty is not None:
+                model_uncertainty = unpad(model_uncertainty)
+        uncertainty = (None if model_uncertainty is None
+                       else to_input_grid(model_uncertainty, region, 0.5))
         prob = 1.0 / (1.0 + np.exp(-np.clip(logits, np.float32(-60.0), np.float32(60.0))))
         prob = to_input_grid(prob, region, 1.0)
         info = {
