@@ -50,7 +50,7 @@ from mcgenref.datasets.mias_split import split_record
 
 RUN_DIR = REPO / "runs" / "default_generator"
 MINED_RUN_DIR = REPO / "runs" / "mined_generator"
-MINED_STEPS = 1000  # 5-7 s a step on the loaded 2-core CPU (smoke run): 1.4-1.9 h (docs/generator_model_card.md)
+MINED_STEPS = 1000  # 0.4 s a step on the quiet 2-core CPU, 1.5-2.5 s loaded: 15 min (docs/generator_model_card.md)
 SEED_SHARE_SEED = 51_515_003  # fresh: no network, tuning or benchmark used it
 PACKAGE_MODEL = REPO / "src" / "mcgenref" / "weights" / "generator"
 PACKAGE_SEGMENTOR = REPO / "src" / "mcgenref" / "weights" / "segmentor"
@@ -65,8 +65,9 @@ def train_config(steps: int, hard_decoy_fraction: float = 0.5, decoy_rate: float
     6 crops of 32 px each (48 crops a step, 49 k pixels against the 131 k of 32 64 px patches:
     the segmentor forward on the patches costs about as much as the generator step), val 32
     patches. ``init_from``: a generator folder of the same network to start from (the recipe
-    passes the shipped one: 1000 CPU steps adapt it to the mined seeds rather than train one
-    from scratch; lr 5e-4, warm-up 100), ``None``: fresh weights (a longer, GPU run).
+    passes the synthetic-seed generator that ``train`` writes to runs/default_generator/model:
+    1000 CPU steps adapt it to the mined seeds rather than train one from scratch; lr 5e-4,
+    warm-up 100), ``None``: fresh weights (a longer, GPU run).
     """
     from mcgenref.models.generator import GeneratorConfig
     from mcgenref.synthesis.config import ClusterConfig, SynthesisConfig
@@ -115,7 +116,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     steps = args.steps or (MINED_STEPS if args.seed_source == "mined" else 2500)
     init = None if args.init_from in (None, "none") else args.init_from
     if args.seed_source == "mined" and args.init_from is None:
-        init = str(PACKAGE_MODEL)  # the mined recipe adapts the shipped generator
+        # the mined recipe adapts the synthetic-seed generator that `train` makes (the shipped
+        # generator is itself the mined one: starting from it would not reproduce it)
+        init = str(RUN_DIR / "model")
+        if not (RUN_DIR / "model" / "model.json").is_file():
+            raise SystemExit(f"error: {RUN_DIR / 'model'} holds no synthetic-seed generator: run `train` "
+                             "(synthetic seeds) first, or pass --init-from DIR")
     config = train_config(steps, args.hard_decoy_fraction, args.decoy_rate, args.seed_source, init)
     summary = run_training(
         "generator", run_dir,
@@ -234,6 +240,9 @@ def cmd_install(args: argparse.Namespace) -> None:
     if mined:  # machine paths -> repository-relative ones (the sha256 beside them identifies the files)
         condition = meta["extra"]["condition"]["mined"]
         condition["segmentor"] = _repo_relative(condition["segmentor"])
+        start = meta["extra"].get("training", {}).get("init_from")
+        if isinstance(start, dict) and start.get("path"):
+            start["path"] = _repo_relative(start["path"])
         if config.get("init_from"):
             config["init_from"] = _repo_relative(config["init_from"])
     if PACKAGE_MODEL.exists():
@@ -252,7 +261,8 @@ def main() -> None:
                        help="default 2500 (synthetic seeds) or 1000 (mined seeds)")
     train.add_argument("--init-from", default=None,
                        help="a generator folder to start from; 'none': fresh weights (default: fresh "
-                            "for synthetic seeds, the shipped generator for mined seeds)")
+                            "for synthetic seeds; for mined seeds the synthetic-seed generator in "
+                            "runs/default_generator/model, which `train` makes)")
     train.add_argument("--device", default="auto")
     train.add_argument("--resume", action="store_true")
     train.add_argument("--stop-at-step", type=int, default=None)
