@@ -63,6 +63,10 @@ seed map) are the remaining ablations. Deterministic given ``seed``: the noise o
 ``i``, round ``r``, projection ``j`` is drawn from a CPU generator seeded by
 ``(seed, i, r, j)``, so neither the batch size nor the device changes which noise a window
 gets.
+
+Speed on the CPU (docs/tt_gpr.md, "Cost"): the windows' forwards run on channels-last copies
+of both networks and the solve on one thread; neither changes the result beyond float
+rounding.
 """
 
 from __future__ import annotations
