@@ -1,7 +1,8 @@
 """TT-GPR: ablation on synthetic data, cluster FROC on real mammograms, and cost.
 
     python benchmarks/tt_gpr.py [--split dev|test] [--evidence N] [--synthetic 300]
-                                [--bootstrap 1000] [--skip-real] [--skip-cost] [--out DIR]
+                                [--bootstrap 1000] [--skip-real] [--skip-cost] [--cost-variants N]
+                                [--out DIR]
 
 (The diagnostics of issue 14, on development data, are benchmarks/tt_gpr_diagnostics.py.)
 
@@ -35,7 +36,10 @@ benchmarks/results/tt_gpr (test) or benchmarks/results/tt_gpr_dev (dev).
    calcification images and the split's normals, scored by `mcgenref evaluate` (cluster FROC).
 3. Cost: seconds per full-field image with and without `--refine`, side by side in one run,
    on the mini-MIAS images of part 2 (1024 x 1024 at 0.2 mm) and on a generated 70 um
-   full-field DICOM (4096 x 3328).
+   full-field DICOM (4096 x 3328), with the machine's load average. ``--cost-variants N``
+   (``dev`` only) also times the cheaper settings of :data:`COST_VARIANTS` on the full field
+   and scores each against the defaults on ``N`` patches of both dev evidence sets
+   (:func:`cost_variant_effect`; ``N = 0``: timing only), since each of them changes results.
 
 Writes table.md and table.json into --out.
 """
@@ -408,29 +412,107 @@ def real_clusters(work: Path, n_boot: int, generator: Path, split: str = "test")
     return out
 
 
-def full_field_cost(work: Path, generator: Path, repeats: int = 2) -> dict:
+#: cheaper TT-GPR settings whose cost and effect ``--cost-variants`` measures (issue 14, item
+#: 6, "cost"): each changes results, so none is a default before it is measured
+COST_VARIANTS = {
+    "1 round": {"rounds": 1},
+    "K = 2": {"k": 2},
+    "2 sampler steps": {"sampler_steps": 2},
+}
+
+
+def full_field_cost(work: Path, generator: Path, repeats: int = 2, variants: dict | None = None) -> dict:
+    """Seconds per full-field image, plain and with ``--refine`` (the defaults and, with
+    ``variants``, each of those TT-GPR settings), best of ``repeats``, interleaved."""
     from segment_speed import make_dicom
 
+    from mcgenref.inference.refine import RefineConfig
     from mcgenref.inference.segment import SegmentConfig, Segmenter
 
     dicom = work / "ff.dcm"
     make_dicom(dicom)
-    times: dict[str, list[float]] = {"plain": [], "refine": []}
+    configs = {"refine": RefineConfig()}
+    configs.update({name: dataclasses.replace(RefineConfig(), **change)
+                    for name, change in (variants or {}).items()})
+    segmenters = {"plain": Segmenter(SegmentConfig(), SEGMENTOR, "auto")}
+    segmenters.update({name: Segmenter(SegmentConfig(refine=True, tt_gpr=config), SEGMENTOR, "auto",
+                                       generator_path=generator) for name, config in configs.items()})
+    times: dict[str, list[float]] = {name: [] for name in segmenters}
     info = {}
-    segmenters = {
-        "plain": Segmenter(SegmentConfig(), SEGMENTOR, "auto"),
-        "refine": Segmenter(SegmentConfig(refine=True), SEGMENTOR, "auto", generator_path=generator),
-    }
-    for _ in range(repeats):  # interleaved, so drifts of a noisy machine hit both alike
+    for _ in range(repeats):  # interleaved, so drifts of a noisy machine hit all alike
         for name, seg in segmenters.items():
             t0 = time.perf_counter()
             result = seg.segment(dicom)
             times[name].append(time.perf_counter() - t0)
             info[name] = result.meta.detector.get("tt_gpr")
     plain, refine = min(times["plain"]), min(times["refine"])
-    return {"image": "generated 70 um DICOM 4096 x 3328 (benchmarks/segment_speed.py)",
-            "plain_s": round(plain, 3), "refine_s": round(refine, 3),
-            "ratio": round(refine / plain, 2), "tt_gpr": info["refine"]}
+    out = {"image": "generated 70 um DICOM 4096 x 3328 (benchmarks/segment_speed.py)",
+           "load_average": _load_average(), "repeats": repeats,
+           "plain_s": round(plain, 3), "refine_s": round(refine, 3),
+           "ratio": round(refine / plain, 2), "tt_gpr": info["refine"]}
+    if variants:
+        out["variants"] = {name: {"change": variants[name], "refine_s": round(min(times[name]), 3),
+                                  "ratio": round(min(times[name]) / plain, 2),
+                                  "windows": info[name]["windows"], "window_rounds": info[name]["window_rounds"]}
+                           for name in variants}
+    return out
+
+
+def _load_average() -> list[float] | None:
+    """The machine's 1, 5 and 15 minute load averages (other jobs on the same cores)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def cost_variant_effect(n: int, n_boot: int, generator: Path, variants: dict) -> dict:
+    """What each cheaper setting changes, on development patches only (the ``dev`` evidence
+    sets, calibration normals): at the operating point, pooled Dice and recall, object
+    sensitivity and FP per patch for the defaults and each variant, with the variant minus
+    the defaults (95 % paired bootstrap CI, patches resampled); and the seconds."""
+    from mcgenref.evaluation.synthetic import score_synthetic, segmentor_logits
+    from mcgenref.inference.refine import RefineConfig, Refiner
+    from mcgenref.models.checkpoint import load_generator, load_model
+
+    seg, seg_meta = load_model(SEGMENTOR, "cpu")
+    gen, contract, _ = load_generator(generator, "cpu")
+    operating = float(seg_meta["operating_point"]["threshold"])
+    configs = {"defaults": RefineConfig()}
+    configs.update({name: dataclasses.replace(RefineConfig(), **change) for name, change in variants.items()})
+    stats = {"dice": lambda sc: lambda idx: sc.pooled(idx)["dice"],
+             "recall": lambda sc: lambda idx: sc.pooled(idx)["recall"],
+             "object_sensitivity": lambda sc: lambda idx: float(sc.objects[idx, 0].sum() / max(sc.objects[idx, 2].sum(), 1)),
+             "fp_per_patch": lambda sc: lambda idx: float(sc.objects[idx, 1].mean())}
+    out = {}
+    for which in ("fresh", "shifted"):
+        samples = evidence_patches("dev", which, n)
+        z0 = segmentor_logits(seg, samples)
+        scores, seconds = {}, {}
+        for name, config in configs.items():
+            refiner = Refiner(seg, gen, config, "cpu", contract=contract)
+            t0 = time.perf_counter()
+            probs = []
+            for sample, z in zip(samples, z0, strict=True):
+                refined = refiner.refine(sample.image, np.ones(sample.image.shape, bool), z,
+                                         (float(sample.record["spacing_mm"][0]), float(sample.record["spacing_mm"][1])))
+                probs.append(1.0 / (1.0 + np.exp(-np.clip(refined.logits, -60, 60))))
+            seconds[name] = round(time.perf_counter() - t0, 1)
+            scores[name] = score_synthetic(probs, samples, operating)
+            print(f"cost variant {which} {name}: {seconds[name]} s", flush=True)
+        every = np.arange(n)
+        rows = {}
+        for name in configs:
+            row = {"seconds": seconds[name]}
+            for stat, make in stats.items():
+                row[stat] = make(scores[name])(every)
+                if name != "defaults":
+                    row[f"{stat}_vs_defaults"] = paired_difference(make(scores[name]), make(scores["defaults"]),
+                                                                   n, n_boot)
+            rows[name] = row
+        out[which] = {"n_patches": n, "seed": EVIDENCE_SEEDS[("dev", which)],
+                      "n_visible_mcs": int(scores["defaults"].objects[:, 2].sum()), "variants": rows}
+    return out
 
 
 def _fmt(v: float | None, nd: int = 3) -> str:
@@ -511,9 +593,36 @@ def write_tables(result: dict, out: Path) -> None:
         lines.append("")
     cost = result.get("cost")
     if cost:
+        load = f"load average {cost['load_average']}" if cost.get("load_average") else "load not recorded"
         lines += ["## Cost per full-field image", "",
                   f"{cost['image']}: plain {cost['plain_s']} s, `--refine` {cost['refine_s']} s: "
-                  f"**{cost['ratio']}x** (best of 2, interleaved; {cost['tt_gpr']}).", ""]
+                  f"**{cost['ratio']}x** (best of {cost.get('repeats', 2)}, interleaved, {load}; "
+                  f"{cost['tt_gpr']}).", ""]
+        if cost.get("variants"):
+            lines += ["| `--refine` with | windows | window-rounds | s | x plain |", "|---|---|---|---|---|",
+                      f"| the defaults | {cost['tt_gpr']['windows']} | {cost['tt_gpr']['window_rounds']} | "
+                      f"{cost['refine_s']} | {cost['ratio']} |"]
+            lines += [f"| {name} | {v['windows']} | {v['window_rounds']} | {v['refine_s']} | {v['ratio']} |"
+                      for name, v in cost["variants"].items()]
+            lines.append("")
+    effect = result.get("cost_variant_effect")
+    if effect:
+        lines += ["## What the cheaper settings change (development patches)", "",
+                  "The dev evidence sets (calibration normals); at the operating point; variant minus the "
+                  "defaults with a 95 % paired bootstrap CI (patches resampled).", ""]
+        for which, ev in effect.items():
+            lines += [f"### {which} ({ev['n_patches']} patches, seed {ev['seed']}, {ev['n_visible_mcs']} visible MCs)", "",
+                      "| setting | Dice | recall | object sens | FP / patch | s |", "|---|---|---|---|---|---|"]
+            for name, row in ev["variants"].items():
+                cells = []
+                for stat in ("dice", "recall", "object_sensitivity", "fp_per_patch"):
+                    cell = _fmt(row[stat], 2 if stat == "fp_per_patch" else 3)
+                    if f"{stat}_vs_defaults" in row:
+                        d = row[f"{stat}_vs_defaults"]
+                        cell += f" ({d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}])"
+                    cells.append(cell)
+                lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['seconds']} |")
+            lines.append("")
     (out / "table.md").write_text("\n".join(lines))
 
 
@@ -534,6 +643,10 @@ def main() -> None:
                          "process, each with its own --out, to use both cores")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
+    ap.add_argument("--cost-variants", type=int, default=None, metavar="N",
+                    help="also time the cheaper TT-GPR settings of COST_VARIANTS on the full field "
+                         "(unless --skip-cost) and score them against the defaults on N patches of each "
+                         "dev evidence set (0: time only; development data only, refused with --split test)")
     ap.add_argument("--tables-only", action="store_true", help="rewrite table.md from --out/table.json")
     args = ap.parse_args()
     if args.out is None:
@@ -541,6 +654,8 @@ def main() -> None:
     if args.tables_only:
         write_tables(json.loads((args.out / "table.json").read_text()), args.out)
         return
+    if args.cost_variants is not None and args.split == "test":
+        raise SystemExit("error: --cost-variants scores development patches only; use --split dev")
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 
@@ -563,7 +678,11 @@ def main() -> None:
         if not args.skip_real:
             result["real"] = real_clusters(Path(work), args.bootstrap, args.generator, args.split)
         if not args.skip_cost:
-            result["cost"] = full_field_cost(Path(work), args.generator)
+            result["cost"] = full_field_cost(Path(work), args.generator,
+                                             variants=None if args.cost_variants is None else COST_VARIANTS)
+    if args.cost_variants:
+        result["cost_variant_effect"] = cost_variant_effect(args.cost_variants, args.bootstrap, args.generator,
+                                                            COST_VARIANTS)
     result["runtime_s"] = round(time.perf_counter() - t0, 1)
     (args.out / "table.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     write_tables(result, args.out)

@@ -9,6 +9,7 @@ observation) is then recovered by TT-GPR exactly when it is seeded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -26,7 +27,7 @@ from mcgenref.inference.refine import (
     plan_windows,
     solve_refinement,
 )
-from mcgenref.models.generator import GeneratorContract
+from mcgenref.models.generator import GeneratorConfig, GeneratorContract, build_generator
 
 AMP, GAIN, LEVEL = 1.0, 12.0, 0.6
 RS = 10.0  # the generator's residual scale (the default GeneratorContract's)
@@ -381,3 +382,53 @@ def test_seed_keep_gives_each_projection_its_own_seed_subset() -> None:
     assert seen[-1].shape == (1, 1, 64, 64)
     with pytest.raises(ValueError, match="seed_keep"):
         RefineConfig(seed_keep=0.0)
+
+
+# ------------------------------------------------------------------ speed without a change
+
+
+def _small_networks() -> tuple[nn.Module, nn.Module]:
+    """A small convolutional segmentor and generator with fixed random weights (convolutions,
+    so the CPU's channels-last copies really run another kernel than the caller's modules)."""
+    torch.manual_seed(0)
+    seg = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+    with torch.no_grad():
+        seg[2].bias.fill_(-2.0)
+    gen = build_generator(GeneratorConfig(channels=(8, 16), time_embedding_dim=8, norm_groups=4))
+    nn.init.normal_(gen.out_conv.weight, std=0.1)  # not the zero velocity of a fresh network
+    return seg.eval(), gen.eval()
+
+
+def test_the_fast_cpu_path_gives_the_logits_of_the_plain_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channels-last copies of the networks and a one-thread solve (the CPU's fast path) give
+    the refined logits, uncertainty and counts of the plain path up to float rounding, and
+    leave the caller's segmentor as it was."""
+    import mcgenref.inference.refine as refine_module
+
+    image, logits = _scene()
+    region = np.ones_like(image, bool)
+    seg, gen = _small_networks()
+    config = dataclasses.replace(BASE, k=3, rounds=2)
+    refiner = Refiner(seg, gen, config, "cpu")
+    fast = refiner.refine(image, region, logits, SPACING)
+    assert refiner._window_segmentor is not seg
+    assert refiner._window_segmentor[2].weight.is_contiguous(memory_format=torch.channels_last)
+    assert seg[2].weight.is_contiguous()  # the caller's module is not converted
+    monkeypatch.setattr(refine_module, "_for_windows", lambda net, device: net)
+    monkeypatch.setattr(refine_module, "_one_thread", contextlib.nullcontext)
+    plain = Refiner(seg, gen, config, "cpu").refine(image, region, logits, SPACING)
+    assert fast.info["windows"] == 2 and fast.info["window_rounds"] >= 2
+    assert {k: v for k, v in fast.info.items() if k != "refine_s"} == \
+        {k: v for k, v in plain.info.items() if k != "refine_s"}
+    assert np.abs(fast.logits - logits).max() > 0.1  # the refinement did change something
+    np.testing.assert_allclose(fast.logits, plain.logits, atol=1e-4)
+    np.testing.assert_allclose(fast.uncertainty, plain.uncertainty, atol=1e-5)
+
+
+def test_one_thread_restores_the_thread_count() -> None:
+    from mcgenref.inference.refine import _one_thread
+
+    before = torch.get_num_threads()
+    with _one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
