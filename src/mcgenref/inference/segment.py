@@ -60,7 +60,7 @@ from mcgenref.inference.postprocess import (
     render_overlay_indexed,
 )
 from mcgenref.inference.refine import RefineConfig, Refiner
-from mcgenref.inference.sliding import CONTEXT_PX, sliding_window_logits
+from mcgenref.inference.sliding import CONTEXT_PX, select_windows, sliding_window_logits
 from mcgenref.io import fit_normalization, read_image, segment_breast
 from mcgenref.io.atomic import (
     remove_stale,
@@ -101,18 +101,28 @@ if TYPE_CHECKING:
 OUTPUT_ONLY_FIELDS = ("write_seg",)
 
 
-def fill_outside(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+def fill_outside(image: np.ndarray, region: np.ndarray,
+                 within: tuple[slice, slice] | None = None) -> np.ndarray:
     """``image`` with every pixel outside ``region`` set to its nearest pixel inside.
 
     Why: the skin line against air is the strongest edge in a mammogram, and both detectors
     respond to edges (the network never saw air in training; a DoG rings along the edge).
     Extending the breast outwards removes the edge, so no detection is made on the border
     and the film or detector edge; results outside the region are discarded anyway.
+
+    ``within``: only the pixels of this box are filled (the rest keep ``image``'s values), the
+    same values as filling the whole image when every ``region`` pixel lies in the box (the
+    nearest region pixel of a pixel in the box is then in the box). The network reads only
+    its windows, so their bounding box is all it needs filled.
     """
     if region.all():
         return image
     from scipy import ndimage
 
+    if within is not None:
+        out = np.array(image, copy=True)
+        out[within] = fill_outside(image[within], region[within])
+        return out
     nearest = ndimage.distance_transform_edt(~region, return_distances=False, return_indices=True)
     # one flat gather (rows * width + cols, in place) instead of a 2-D fancy index: 3x faster
     flat = nearest[0] if image.size <= np.iinfo(nearest.dtype).max else nearest[0].astype(np.int64)
@@ -196,9 +206,10 @@ def to_input_grid(model_map: np.ndarray, region: np.ndarray, high: float) -> np.
 
 
 def inside_skin_margin(region: np.ndarray, spacing_mm: tuple[float, float],
-                       margin_mm: float) -> np.ndarray:
+                       margin_mm: float, in_place: bool = False) -> np.ndarray:
     """``region`` without the pixels closer than ``margin_mm`` to its edge, where the edge on
-    the image border (the chest wall, cut by the detector) does not count."""
+    the image border (the chest wall, cut by the detector) does not count. ``in_place``: a
+    C-ordered ``region`` is overwritten and returned (else a new mask)."""
     if margin_mm <= 0 or not region.any():
         return region
     from scipy import ndimage
@@ -209,16 +220,20 @@ def inside_skin_margin(region: np.ndarray, spacing_mm: tuple[float, float],
     padded = np.pad(coarse, 1, mode="edge")  # the region continues beyond the image border
     step = (spacing_mm[0] * k, spacing_mm[1] * k)
     dist = ndimage.distance_transform_edt(padded, sampling=step)[1:-1, 1:-1]
-    return _and_blocks(region, dist > margin_mm, k)
+    out = region if in_place and region.flags.c_contiguous and region.flags.writeable else None
+    return _and_blocks(region, dist > margin_mm, k, out)
 
 
-def _and_blocks(mask: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
-    """``mask`` & ``keep`` repeated ``k`` x ``k`` (cut to ``mask``'s shape), without the
-    full-size repeated copy: ``keep`` is repeated along the columns only, then broadcast over
-    each block of ``k`` rows (a ``[rows / k, k, cols]`` view, long rows in the inner loop)."""
+def _and_blocks(mask: np.ndarray, keep: np.ndarray, k: int,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """``mask`` & ``keep`` repeated ``k`` x ``k`` (cut to ``mask``'s shape), into ``out`` (a
+    C-ordered bool array of that shape, ``mask`` itself allowed; ``None``: a new one), without
+    the full-size repeated copy: ``keep`` is repeated along the columns only, then broadcast
+    over each block of ``k`` rows (a ``[rows / k, k, cols]`` view, long rows in the inner loop)."""
     h, w = mask.shape
     cols = np.repeat(keep, k, axis=1)[:, :w]
-    out = np.empty((h, w), dtype=bool)  # C order: the reshape below is a view of it
+    if out is None:
+        out = np.empty((h, w), dtype=bool)  # C order: the reshape below is a view of it
     whole = h - h % k
     np.logical_and(mask[:whole].reshape(whole // k, k, w), cols[: whole // k, None, :],
                    out=out[:whole].reshape(whole // k, k, w))
@@ -476,16 +491,27 @@ class Segmenter:
         zoom = zoom_factors(spacing, target)
         work = resample(image, zoom, order=1).astype(np.float32, copy=False)
         work_region = resample(region.view(np.uint8), zoom, order=0) > 0
-        work = fill_outside(work, work_region)
+        win = self.config.window_px
+        plan = None
+        if self.refiner is None and min(work.shape) >= win and work_region.any():
+            # the windows first: only their bounding box is filled (TT-GPR reads elsewhere)
+            plan = select_windows(work_region, win, self.config.overlap,
+                                  self.config.window_context_px)
+            box = tuple(slice(min(s[a].start for s in plan.windows),
+                              max(s[a].stop for s in plan.windows)) for a in (0, 1))
+            work = fill_outside(work, work_region, within=(box[0], box[1]))
+        else:
+            work = fill_outside(work, work_region)
         assert self.model is not None
-        pad = roi_padding(work.shape, self.config.window_px) if self.config.roi else ((0, 0), (0, 0))
+        pad = roi_padding(work.shape, win) if self.config.roi else ((0, 0), (0, 0))
         if any(any(p) for p in pad):
             # a crop smaller than a window: mirrored tissue around it, not a flat edge
             work = reflect_pad(work, pad)
             work_region = np.pad(work_region, pad, mode="constant")
         result = sliding_window_logits(
-            work, work_region, self.model, self.config.window_px, self.config.overlap,
+            work, work_region, self.model, win, self.config.overlap,
             self.batch_size, self.device, self.autocast, self.config.window_context_px,
+            plan=plan,
         )
         logits = result.logits
         if any(any(p) for p in pad):
@@ -531,14 +557,19 @@ class Segmenter:
         path = Path(path)
         t0 = time.perf_counter()
         raw, meta = read_image(path, pixel_spacing_mm=self.pixel_spacing_mm)
-        return self.prepare_read(path, raw, meta, stem, read_s=time.perf_counter() - t0)
+        return self.prepare_read(path, raw, meta, stem, read_s=time.perf_counter() - t0,
+                                 reuse_raw=True)
 
     def prepare_read(self, path: Path, raw: np.ndarray, meta: ImageMeta, stem: str | None = None,
-                     read_s: float = 0.0) -> PreparedImage:
+                     read_s: float = 0.0, reuse_raw: bool = False) -> PreparedImage:
         """Step 2 of :meth:`prepare` on an image already read (``raw, meta`` of
         :func:`mcgenref.io.read_image`, which took ``read_s`` seconds): how
         :class:`mcgenref.inference.model_choice.ModelSelector` reads a file once, then picks
-        the model by the spacing read."""
+        the model by the spacing read.
+
+        ``reuse_raw``: the caller is done with ``raw``, which then becomes the normalised
+        image (no second full-size array; a 70 um full field is 54 MB in float32).
+        """
         timings: dict[str, float] = {"read_s": read_s}
         t1 = time.perf_counter()
         spacing = (float(meta.pixel_spacing_mm[0]), float(meta.pixel_spacing_mm[1]))
@@ -547,7 +578,7 @@ class Segmenter:
             # no chest wall to orient a SEG by (chest_wall_left None: no derived orientation)
             region = np.ones(raw.shape, dtype=bool)
             norm = fit_roi_normalization(raw, meta)
-            image = norm.apply(raw)  # a new float32 array
+            image = norm.apply(raw, in_place=reuse_raw)
             timings["preprocess_s"] = time.perf_counter() - t1
             return PreparedImage(
                 path=path, stem=stem or path.stem, image=image, region=region, spacing=spacing,
@@ -559,10 +590,11 @@ class Segmenter:
         if not region.any():
             raise InputError(f"{path}: no breast region found")
         norm = fit_normalization(raw, region, *self.percentiles)
-        region = inside_skin_margin(region, spacing, self.config.skin_margin_mm)
+        # the region is this call's own array (segment_breast's mask or a union made here)
+        region = inside_skin_margin(region, spacing, self.config.skin_margin_mm, in_place=True)
         if not region.any():
             raise InputError(f"{path}: no breast region left inside the skin margin")
-        image = norm.apply(raw)  # a new float32 array
+        image = norm.apply(raw, in_place=reuse_raw)
         timings["preprocess_s"] = time.perf_counter() - t1
         return PreparedImage(
             path=path, stem=stem or path.stem, image=image, region=region, spacing=spacing,

@@ -6,8 +6,8 @@ each axis it is one small sparse matrix (output x input pixels, a few taps per r
 what ``scipy.ndimage.gaussian_filter`` then ``scipy.ndimage.zoom(order=1, grid_mode=True,
 mode="nearest")`` compute (to float32 rounding), at a fraction of the cost on a full-field
 image: the Gaussian is never applied to input pixels that no output pixel reads, and a crop of
-the output costs only its own pixels. Nearest-neighbour resampling (``order=0``, masks) still
-goes through ``ndimage.zoom``, whose cost follows the output size.
+the output costs only its own pixels. Nearest-neighbour resampling (``order=0``, masks) takes the
+rows and columns ``ndimage.zoom`` would take (its map of output to input pixels is per axis).
 """
 
 from __future__ import annotations
@@ -134,7 +134,13 @@ def resample(image: np.ndarray, zoom: tuple[float, float], order: int = 1) -> np
     if tuple(zoom) == (1.0, 1.0):
         return image
     if order == 0:
-        return ndimage.zoom(image, zoom, order=0, mode="nearest", grid_mode=True)
+        if image.ndim != 2:
+            return ndimage.zoom(image, zoom, order=0, mode="nearest", grid_mode=True)
+        # ndimage maps each output row (column) to an input one by the axis alone: the same
+        # map, read off a zoom of the indices, then two gathers (a tenth of the 2-D zoom's cost)
+        rows, cols = (ndimage.zoom(np.arange(n, dtype=np.intp), z, order=0, mode="nearest",
+                                   grid_mode=True) for n, z in zip(image.shape, zoom))
+        return np.take(np.take(image, rows, axis=0), cols, axis=1)
     if order != 1:
         raise ValueError("resample supports order 0 and 1")
     (h, w), (zr, zc) = image.shape, zoom
