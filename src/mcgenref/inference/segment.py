@@ -38,6 +38,7 @@ import dataclasses
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -123,10 +124,18 @@ def fill_outside(image: np.ndarray, region: np.ndarray,
         out = np.array(image, copy=True)
         out[within] = fill_outside(image[within], region[within])
         return out
-    nearest = ndimage.distance_transform_edt(~region, return_distances=False, return_indices=True)
-    # one flat gather (rows * width + cols, in place) instead of a 2-D fancy index: 3x faster
+    h, w = region.shape
+    outside = ~region
+    if w % 64 == 0:
+        # a row of a power-of-two multiple of 256 bytes maps the column pass of the feature
+        # transform onto a few cache sets: 1.7x slower at 1024 columns. Columns of outside
+        # pixels added on the right change no one's nearest region pixel (there is none there)
+        outside = np.pad(outside, ((0, 0), (0, 8)), constant_values=True)
+    nearest = ndimage.distance_transform_edt(outside, return_distances=False, return_indices=True)
+    nearest = nearest[:, :, :w]
+    # one flat gather (rows * width + cols) instead of a 2-D fancy index: 3x faster
     flat = nearest[0] if image.size <= np.iinfo(nearest.dtype).max else nearest[0].astype(np.int64)
-    flat *= image.shape[1]
+    flat = flat * w
     flat += nearest[1]
     return np.take(np.ascontiguousarray(image).ravel(), flat)
 
@@ -660,6 +669,19 @@ class Segmenter:
         )
 
 
+def _by_rows(encode: Callable[[np.ndarray], np.ndarray], values: np.ndarray,
+             rows: int = 64) -> np.ndarray:
+    """``encode(values)`` for an elementwise ``encode``, a block of ``rows`` rows at a time: its
+    temporaries stay in cache (a full-field map's are 54 MB each, and fresh memory costs)."""
+    out: np.ndarray | None = None
+    for r0 in range(0, values.shape[0], rows):
+        block = encode(values[r0 : r0 + rows])
+        if out is None:
+            out = np.empty(values.shape, dtype=block.dtype)
+        out[r0 : r0 + rows] = block
+    return encode(values) if out is None else out
+
+
 def write_outputs(result: SegmentationResult, out_dir: Path,
                   write_seg: bool | None = None) -> dict[str, float]:
     """Write one image's files atomically, ``<stem>_meta.json`` last; returns timings.
@@ -679,8 +701,9 @@ def write_outputs(result: SegmentationResult, out_dir: Path,
         return output_path(out_dir, stem, suffix)
 
     # full-field maps are large: fast zlib level (lossless all the same)
-    write_png_atomic(path(PROB_SUFFIX), encode_prob(result.prob), compress_level=1)
-    write_png_atomic(path(MASK_SUFFIX), encode_mask(result.detections.mask), compress_level=1)
+    write_png_atomic(path(PROB_SUFFIX), _by_rows(encode_prob, result.prob), compress_level=1)
+    write_png_atomic(path(MASK_SUFFIX), _by_rows(encode_mask, result.detections.mask),
+                     compress_level=1)
     write_bytes_atomic(path(CALCIFICATIONS_SUFFIX), csv_bytes(result.detections.mcs, CSV_COLUMNS))
     det = result.detections
     described = describe_clusters(det.mcs, det.clusters, det.labels, spacing)  # type: ignore[arg-type]
@@ -695,10 +718,11 @@ def write_outputs(result: SegmentationResult, out_dir: Path,
     })
     overlay = render_overlay_indexed(result.image, result.region, result.detections, spacing)
     write_bytes_atomic(path(OVERLAY_SUFFIX), palette_png_bytes(overlay, overlay_palette()))
-    write_png_atomic(path(BREAST_SUFFIX), encode_mask(result.region), compress_level=1)
+    write_png_atomic(path(BREAST_SUFFIX), _by_rows(encode_mask, result.region), compress_level=1)
     if result.uncertainty is not None:
         # 2 x the spread: the largest possible standard deviation of probabilities is 0.5
-        write_png_atomic(path(UNCERTAINTY_SUFFIX), encode_prob(2.0 * result.uncertainty),
+        write_png_atomic(path(UNCERTAINTY_SUFFIX),
+                         _by_rows(lambda u: encode_prob(2.0 * u), result.uncertainty),
                          compress_level=1)
     if write_seg and meta.image.format == "dicom":
         from mcgenref.io.dicom_seg import seg_bytes
