@@ -63,6 +63,7 @@ from mcgenref.inference.postprocess import (
 from mcgenref.inference.refine import RefineConfig, Refiner
 from mcgenref.inference.sliding import CONTEXT_PX, select_windows, sliding_window_logits
 from mcgenref.io import fit_normalization, read_image, segment_breast
+from mcgenref.io.breast import morph_rows, row_half_widths
 from mcgenref.io.atomic import (
     remove_stale,
     write_bytes_atomic,
@@ -228,9 +229,34 @@ def inside_skin_margin(region: np.ndarray, spacing_mm: tuple[float, float],
     coarse = region[::k, ::k]
     padded = np.pad(coarse, 1, mode="edge")  # the region continues beyond the image border
     step = (spacing_mm[0] * k, spacing_mm[1] * k)
-    dist = ndimage.distance_transform_edt(padded, sampling=step)[1:-1, 1:-1]
+    rows = _margin_disk_rows(step, margin_mm)
+    if rows is not None and not padded.all():
+        # distance > margin <=> no pixel outside within the margin: an erosion by the disk of
+        # the offsets the distance transform would put within it (border: the region goes on)
+        keep = morph_rows(padded, rows, erode=True, border=True)[1:-1, 1:-1]
+    else:
+        keep = ndimage.distance_transform_edt(padded, sampling=step)[1:-1, 1:-1] > margin_mm
     out = region if in_place and region.flags.c_contiguous and region.flags.writeable else None
-    return _and_blocks(region, dist > margin_mm, k, out)
+    return _and_blocks(region, keep, k, out)
+
+
+def _margin_disk_rows(step: tuple[float, float], margin_mm: float) -> dict[int, int] | None:
+    """The offsets (in pixels of ``step`` mm) whose distance, computed as
+    ``ndimage.distance_transform_edt`` computes it, is at most ``margin_mm``, as
+    :func:`mcgenref.io.breast.row_half_widths`; ``None`` when an offset lies within rounding
+    of the margin and its distance is not exact (equidistant offsets could then fall on both
+    sides, and the transform is used instead)."""
+    from fractions import Fraction
+
+    reach = [int(margin_mm // s) + 1 for s in step]
+    dy, dx = np.ogrid[-reach[0]: reach[0] + 1, -reach[1]: reach[1] + 1]
+    d2 = (dy.astype(np.float64) * step[0]) ** 2 + (dx.astype(np.float64) * step[1]) ** 2
+    dist = np.sqrt(d2)
+    for i, j in zip(*np.nonzero(np.abs(dist - margin_mm) <= 1e-9 * max(margin_mm, 1.0))):
+        exact = (int(dy[i, 0]) * Fraction(step[0])) ** 2 + (int(dx[0, j]) * Fraction(step[1])) ** 2
+        if Fraction(float(d2[i, j])) != exact or Fraction(float(dist[i, j])) ** 2 != exact:
+            return None
+    return row_half_widths(dist <= margin_mm)
 
 
 def _and_blocks(mask: np.ndarray, keep: np.ndarray, k: int,
