@@ -292,17 +292,78 @@ def variant_pipeline(dicom: Path, model: Path, device: str, repeats: int,
     return best
 
 
+#: The steps of ``segment`` timed one by one with the zero-cost network: (the name
+#: mcgenref.inference.segment calls it by, label). Normalization.apply is a method.
+OVERHEAD_STEPS = (
+    ("read_image", "read"),
+    ("segment_breast", "breast mask"),
+    ("fit_normalization", "intensity percentiles"),
+    ("inside_skin_margin", "skin margin"),
+    ("Normalization.apply", "normalisation"),
+    ("resample", "image and mask to the model grid"),
+    ("select_windows", "window choice"),
+    ("fill_outside", "fill outside the breast"),
+    ("sliding_window_logits", "window stacking and blending"),
+    ("to_input_grid", "probability map back to the input grid"),
+    ("find_calcifications", "MCs and clusters"),
+)
+
+
+class _StepClock:
+    """Process CPU time of each step in :data:`OVERHEAD_STEPS` while active (outermost calls
+    only: a step calling itself or another counts once), by wrapping the names
+    ``mcgenref.inference.segment`` calls; restored on exit."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._depth = 0
+        self._saved: list[tuple[object, str, object]] = []
+
+    def _wrap(self, owner: object, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            self._depth += 1
+            c0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.seconds[label] = self.seconds.get(label, 0.0) + time.process_time() - c0
+
+        self._saved.append((owner, name, fn))
+        setattr(owner, name, timed)
+
+    def __enter__(self) -> "_StepClock":
+        import mcgenref.inference.segment as segment_module
+
+        for name, label in OVERHEAD_STEPS:
+            if "." in name:
+                cls, attr = name.split(".")
+                self._wrap(getattr(segment_module, cls), attr, label)
+            else:
+                self._wrap(segment_module, name, label)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, fn in reversed(self._saved):
+            setattr(owner, name, fn)
+
+
 def null_network_overhead(seg, dicom: Path, repeats: int) -> dict:
     """``segment`` with the network swapped for one that costs nothing (constant logits):
     everything but the network, the same steps on the same image. Its process CPU time is
     the number that holds on a loaded machine (the steps are single-threaded: a quiet
-    machine's wall time), unlike the 2-thread network's wall time."""
+    machine's wall time), unlike the 2-thread network's wall time. Then the same runs again
+    with each step's CPU time taken (:data:`OVERHEAD_STEPS`; best of ``repeats`` each)."""
     import torch
 
     model = seg.model
     # made by numpy: a torch op, however small, goes through torch's thread pool, which a
     # loaded machine slows by milliseconds a call
     seg.model = lambda x: torch.from_numpy(np.full(tuple(x.shape), -8.0, dtype=np.float32))
+    steps: dict[str, list[float]] = {}
     try:
         seg.segment(dicom)
         wall, cpu = [], []
@@ -311,10 +372,19 @@ def null_network_overhead(seg, dicom: Path, repeats: int) -> dict:
             seg.segment(dicom)
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
+        for _ in range(repeats):
+            c0 = time.process_time()
+            with _StepClock() as clock:
+                seg.segment(dicom)
+            whole = time.process_time() - c0
+            clock.seconds["the rest (records, small arrays, calls)"] = whole - sum(clock.seconds.values())
+            for label, s in clock.seconds.items():
+                steps.setdefault(label, []).append(s)
     finally:
         seg.model = model
     return {"wall_s_best": min(wall), "wall_s_median": float(np.median(wall)),
-            "cpu_s_best": min(cpu), "cpu_s_median": float(np.median(cpu))}
+            "cpu_s_best": min(cpu), "cpu_s_median": float(np.median(cpu)),
+            "steps_cpu_s_best": {label: min(v) for label, v in steps.items()}}
 
 
 def variant_check(image: Path, model: Path, device: str, spacing: float | None) -> dict:
@@ -495,6 +565,8 @@ def main() -> None:
         f"{p['network_s']:.2f} s: on a loaded machine the CPU time of these single-threaded "
         "steps is close to a quiet machine's wall time; the network's best time is the "
         "least-loaded one seen.",
+        f"- That overhead step by step (CPU s, zero-cost network, best of {args.repeats} each): "
+        + "; ".join(f"{k} {v:.3f}" for k, v in p["null_network"]["steps_cpu_s_best"].items()) + ".",
         f"- The same overhead, the old exact path (below) vs now, in this process: "
         f"{v['reference_overhead_s']:.2f} s -> {md['overhead_s']:.2f} s.",
         "- Steps made fast earlier, old way vs new, side by side (best of the repeats): " + "; ".join(

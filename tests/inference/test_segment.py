@@ -200,6 +200,45 @@ def test_skin_margin_spares_the_chest_wall_edge() -> None:
     assert np.array_equal(inside_skin_margin(region, (0.1, 0.1), 0.0), region)
 
 
+def test_fill_outside_within_a_box_holding_the_region_fills_it_as_the_whole_image() -> None:
+    from mcgenref.inference.segment import fill_outside
+
+    rng = np.random.default_rng(0)
+    for width in (40, 64):  # 64: the feature transform runs on 8 more (outside) columns
+        image = rng.random((50, width)).astype(np.float32)
+        yy, xx = np.mgrid[:50, :width]
+        region = ((yy - 25) / 14.0) ** 2 + ((xx - 10) / 20.0) ** 2 <= 1
+        whole = fill_outside(image, region)
+        box = (slice(5, 48), slice(0, 33))
+        part = fill_outside(image, region, within=box)
+        np.testing.assert_array_equal(part[box], whole[box])
+        outside_box = np.ones(region.shape, bool)
+        outside_box[box] = False
+        np.testing.assert_array_equal(part[outside_box], image[outside_box])
+
+
+@pytest.mark.parametrize("spacing, margin", [((0.07, 0.07), 2.0), ((0.1, 0.1), 2.0),
+                                             ((0.2, 0.2), 5.0), ((0.085, 0.09), 1.3)])
+def test_skin_margin_is_the_distance_transform_threshold(spacing, margin) -> None:  # type: ignore[no-untyped-def]
+    from scipy import ndimage
+
+    from mcgenref.inference.segment import inside_skin_margin
+
+    shape = (230, 170)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    region = ((yy - 115) / 100.0) ** 2 + (xx / 150.0) ** 2 <= 1
+    region[40:45, 60:64] = False  # a hole: an edge inside too
+    k = max(1, int(0.5 / max(spacing)))  # the coarse grid of inside_skin_margin
+    padded = np.pad(region[::k, ::k], 1, mode="edge")
+    dist = ndimage.distance_transform_edt(padded, sampling=(spacing[0] * k, spacing[1] * k))
+    keep = np.repeat(np.repeat(dist[1:-1, 1:-1] > margin, k, axis=0), k, axis=1)
+    expect = region & keep[: shape[0], : shape[1]]
+    np.testing.assert_array_equal(inside_skin_margin(region, spacing, margin), expect)
+    own = region.copy()
+    assert inside_skin_margin(own, spacing, margin, in_place=True) is own
+    np.testing.assert_array_equal(own, expect)
+
+
 @pytest.fixture(scope="module")
 def tiny_generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mcgenref.models.generator import GeneratorConfig, GeneratorContract, build_generator

@@ -147,3 +147,18 @@ def test_context_beyond_half_the_window_is_refused() -> None:
 
     with pytest.raises(ValueError):
         select_windows(np.ones((64, 64), bool), 64, 0.25, 33)
+
+
+def test_a_plan_made_by_the_caller_gives_the_same_logits() -> None:
+    from mcgenref.inference.sliding import select_windows
+
+    rng = np.random.default_rng(1)
+    image = rng.random((150, 130)).astype(np.float32)
+    region = np.zeros(image.shape, bool)
+    region[20:140, :90] = True
+    predict = lambda x: x * 2.0 - 1.0  # noqa: E731
+    plan = select_windows(region, 64, 0.25, 16)
+    a = sliding_window_logits(image, region, predict, 64, 0.25, 3)
+    b = sliding_window_logits(image, region, predict, 64, 0.25, 3, plan=plan)
+    np.testing.assert_array_equal(a.logits, b.logits)
+    assert (a.n_windows, a.n_windows_total) == (b.n_windows, b.n_windows_total)

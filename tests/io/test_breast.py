@@ -189,3 +189,35 @@ def test_masks_are_c_ordered(make_phantom) -> None:  # type: ignore[no-untyped-d
     img, _, _, _ = make_phantom(0.2)
     reg = segment_breast(img, meta_for(img, 0.2))
     assert reg.breast.flags.c_contiguous and reg.pectoral.flags.c_contiguous
+
+
+def test_row_morphology_equals_ndimage_erosion_dilation_and_opening() -> None:
+    from mcgenref.io.breast import _disk, _opening, morph_rows, row_half_widths
+
+    rng = np.random.default_rng(3)
+    for shape, (rr, rc) in [((40, 37), (4.76, 4.76)), ((23, 61), (2.2, 5.5)), ((5, 90), (6.0, 1.0)),
+                            ((70, 9), (0.4, 3.3))]:
+        mask = ndi.binary_dilation(rng.random(shape) > 0.9, iterations=2) | (rng.random(shape) > 0.97)
+        disk = _disk(rr, rc)
+        rows = row_half_widths(disk)
+        assert rows is not None
+        for border in (False, True):
+            np.testing.assert_array_equal(morph_rows(mask, rows, erode=True, border=border),
+                                          ndi.binary_erosion(mask, disk, border_value=border))
+            np.testing.assert_array_equal(morph_rows(mask, rows, erode=False, border=border),
+                                          ndi.binary_dilation(mask, disk, border_value=border))
+        np.testing.assert_array_equal(_opening(mask, disk), ndi.binary_opening(mask, structure=disk))
+    assert row_half_widths(np.array([[1, 0, 1]], bool)) is None  # not a centred run
+
+
+def test_fill_holes_and_column_repeat_equal_ndimage_and_numpy() -> None:
+    from mcgenref.io.breast import _fill_holes, _repeat_columns
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        mask = rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) > rng.uniform(0.2, 0.8)
+        np.testing.assert_array_equal(_fill_holes(mask), ndi.binary_fill_holes(mask))
+    a = rng.random((6, 5)) > 0.5
+    for lengths in ([14, 9, 9, 9, 3], [1, 2, 3, 4, 5], [9, 9, 9, 9, 9]):
+        np.testing.assert_array_equal(_repeat_columns(a, np.array(lengths)),
+                                      np.repeat(a, lengths, axis=1))

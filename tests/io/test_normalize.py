@@ -66,3 +66,14 @@ def test_large_images_are_fitted_on_a_sub_grid_close_to_the_full_fit() -> None:
     small = image[:1000, :1000]
     exact = fit_normalization(small, mask[:1000, :1000])
     assert (exact.low, exact.high) == tuple(np.percentile(small[mask[:1000, :1000]], [1, 99]))
+
+
+def test_apply_in_place_overwrites_only_a_float32_input() -> None:
+    norm = Normalization(10.0, 30.0)
+    x = np.array([[10.0, 20.0], [30.0, 50.0]], dtype=np.float32)
+    expect = norm.apply(x)
+    assert expect is not x and np.array_equal(x[0], [10.0, 20.0])
+    out = norm.apply(x, in_place=True)
+    assert out is x and np.array_equal(out, expect)
+    ints = np.array([10, 20], dtype=np.uint16)
+    assert norm.apply(ints, in_place=True).dtype == np.float32 and ints.tolist() == [10, 20]

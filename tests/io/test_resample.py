@@ -55,3 +55,41 @@ def test_masks_use_nearest_neighbour() -> None:
     got = resample(m, (0.5, 0.5), order=0)
     np.testing.assert_array_equal(got, ndimage.zoom(m, 0.5, order=0, mode="nearest", grid_mode=True))
     assert set(np.unique(got)) == {0, 1}
+
+
+def test_row_blocks_and_two_tap_columns_are_the_sparse_products_exactly() -> None:
+    from mcgenref.io import resample as rs
+
+    rng = np.random.default_rng(2)
+    small = rng.random((29, 23)).astype(np.float32)
+    a_rows, a_cols = axis_operator(29, 83), axis_operator(23, 66, out=slice(5, 60))
+    whole = np.asarray(a_rows @ np.ascontiguousarray((a_cols @ small.T).T), dtype=np.float32)
+    previous = rs.BLOCK_VALUES
+    try:
+        rs.BLOCK_VALUES = 7 * 55  # blocks of 7 rows
+        blocks = list(rs.separable_blocks(small, a_rows, a_cols))
+    finally:
+        rs.BLOCK_VALUES = previous
+    assert [b[0].start for b in blocks] == list(range(0, 83, 7))
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in blocks]), whole)
+    np.testing.assert_array_equal(rs._two_tap_columns(small, a_cols),
+                                  np.ascontiguousarray((a_cols @ small.T).T))
+    big = rng.random((70, 61)).astype(np.float32)  # downsampling: many taps, transposed pass
+    np.testing.assert_array_equal(resample(big, (0.35, 0.35)),
+                                  _ndimage_free_reference(big, (0.35, 0.35)))
+
+
+def _ndimage_free_reference(x: np.ndarray, zoom: tuple[float, float]) -> np.ndarray:
+    """The two whole sparse products, in the order the resampler uses for a downsampling."""
+    sigma = [0.5 * (1.0 / z - 1.0) for z in zoom]
+    a_rows = axis_operator(x.shape[0], int(round(x.shape[0] * zoom[0])), sigma[0])
+    a_cols = axis_operator(x.shape[1], int(round(x.shape[1] * zoom[1])), sigma[1])
+    return np.ascontiguousarray((a_cols @ np.ascontiguousarray((a_rows @ x).T)).T)
+
+
+@pytest.mark.parametrize("shape, zoom", [((4096, 333), (0.35, 0.35)), ((97, 61), (2.3, 0.41)),
+                                         ((30, 30), (0.5, 1.0)), ((11, 200), (0.1, 3.0))])
+def test_masks_take_the_rows_and_columns_ndimage_takes(shape, zoom) -> None:  # type: ignore[no-untyped-def]
+    m = (np.random.default_rng(5).random(shape) > 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(resample(m, zoom, order=0),
+                                  ndimage.zoom(m, zoom, order=0, mode="nearest", grid_mode=True))

@@ -309,7 +309,7 @@ class ModelSelector:
         read_s = time.perf_counter() - t0
         spacing = (float(meta.pixel_spacing_mm[0]), float(meta.pixel_spacing_mm[1]))
         segmenter, choice = self.segmenter_for(spacing)
-        prepared = segmenter.prepare_read(path, raw, meta, stem, read_s=read_s)
+        prepared = segmenter.prepare_read(path, raw, meta, stem, read_s=read_s, reuse_raw=True)
         return SelectedImage(prepared, segmenter, choice)
 
     def detect(self, selected: SelectedImage) -> SegmentationResult:

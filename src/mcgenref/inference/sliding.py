@@ -127,6 +127,7 @@ def sliding_window_logits(
     autocast: Autocast | None = None,
     context_px: int = CONTEXT_PX,
     windows: list[Window] | None = None,
+    plan: WindowPlan | None = None,
 ) -> SlidingWindowResult:
     """Blend ``predict`` over the windows :func:`select_windows` picks for ``region``.
 
@@ -139,6 +140,8 @@ def sliding_window_logits(
         context_px: see :func:`select_windows`.
         windows: run exactly these (on the padded image) instead of :func:`select_windows`'s
             (benchmarks compare window choices with it).
+        plan: :func:`select_windows`'s plan for ``region`` (at least one window in size) at
+            these settings, when the caller made it already.
     """
     h, w = image.shape
     ph, pw = max(h, window_px), max(w, window_px)
@@ -146,7 +149,8 @@ def sliding_window_logits(
         image = np.pad(image, ((0, ph - h), (0, pw - w)), mode="edge")
         region = np.pad(region, ((0, ph - h), (0, pw - w)), mode="constant")
     window = (window_px, window_px)
-    plan = select_windows(region, window_px, overlap, context_px)
+    if plan is None or (ph, pw) != (h, w):
+        plan = select_windows(region, window_px, overlap, context_px)
     slices, total = (plan.windows if windows is None else list(windows)), plan.n_total
     importance = _importance(window_px)
     num = np.zeros((ph, pw), dtype=np.float32)
@@ -169,8 +173,12 @@ def sliding_window_logits(
             for s, logits in zip(batch_slices, out):
                 num[s] += logits * importance
                 den[s] += importance
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logits = np.where(den > 0, num / np.maximum(den, 1e-12), -np.inf).astype(np.float32)
+    # in place (the accumulator becomes the result); every weight is > 0 (MONAI's Gaussian
+    # map is at least 1e-3), so den > 0 wherever a window reached
+    reached = den > 0
+    logits = num
+    np.divide(num, den, out=logits, where=reached)
+    np.copyto(logits, np.float32(-np.inf), where=~reached)
     return SlidingWindowResult(
         logits=logits[:h, :w], n_windows=len(slices), n_windows_total=total, network_s=network_s
     )

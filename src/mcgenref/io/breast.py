@@ -106,16 +106,21 @@ class BreastRegion:
 
 def _block_mean(image: np.ndarray, fr: int, fc: int) -> np.ndarray:
     """Means of ``fr`` x ``fc`` blocks (float32); the last, partial blocks as if the image were
-    padded with its edge values. Sums along the rows first (contiguous, ``np.add.reduceat``),
-    then down the columns of the far smaller result: no padded copy of a full-field image."""
+    padded with its edge values. Sums the rows of each block first (a reduction over the
+    middle axis of a ``[blocks, fr, cols]`` view: whole contiguous rows added at a time, no
+    copy), then the columns of the ``fr`` times smaller result. Why: summing short runs along
+    a row (``np.add.reduceat`` over the columns) cost 4x as much on a full-field image.
+    Integer-valued pixels (every stored DICOM/PNG value) give the same sums in any order."""
     h, w = image.shape
     x = np.asarray(image, dtype=np.float32)
-    cols = np.add.reduceat(x, np.arange(0, w, fc), axis=1, dtype=np.float32)
-    if w % fc:
-        cols[:, -1] += np.float32(fc - w % fc) * x[:, -1]
-    sums = np.add.reduceat(cols, np.arange(0, h, fr), axis=0, dtype=np.float32)
+    whole = h - h % fr
+    rows = np.empty((-(-h // fr), w), dtype=np.float32)
+    x[:whole].reshape(whole // fr, fr, w).sum(axis=1, dtype=np.float32, out=rows[: whole // fr])
     if h % fr:
-        sums[-1] += np.float32(fr - h % fr) * cols[-1]
+        rows[-1] = x[whole:].sum(axis=0, dtype=np.float32) + np.float32(fr - h % fr) * x[-1]
+    sums = np.add.reduceat(rows, np.arange(0, w, fc), axis=1, dtype=np.float32)
+    if w % fc:
+        sums[:, -1] += np.float32(fc - w % fc) * rows[:, -1]
     return sums / np.float32(fr * fc)
 
 
@@ -137,35 +142,70 @@ def _upsample(small: np.ndarray, shape: tuple[int, int], fr: int, fc: int) -> np
     return np.take(rows, c0, axis=1) * (1 - wc)[None, :] + np.take(rows, c1, axis=1) * wc[None, :]
 
 
+def _repeat_columns(a: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``np.repeat(a, lengths, axis=1)`` (C order), written run by run of equal lengths: each
+    run a broadcast into a ``[rows, n, length]`` view of the output. Why: upsampling by an
+    integer factor repeats almost every column the same number of times, and ``np.repeat``
+    along the last axis copies one element at a time (a third slower on a full-field mask)."""
+    bounds = np.r_[0, np.flatnonzero(np.diff(lengths)) + 1, lengths.size]
+    if bounds.size > 9:  # no few long runs of equal lengths: nothing to gain
+        return np.repeat(a, lengths, axis=1)
+    out = np.empty((a.shape[0], int(lengths.sum())), dtype=a.dtype)
+    j = 0
+    for q0, q1 in zip(bounds[:-1], bounds[1:]):
+        n, length = int(q1 - q0), int(lengths[q0])
+        # splitting the last (unit-stride) axis of a column slice: always a view of ``out``
+        out[:, j : j + n * length].reshape(a.shape[0], n, length)[...] = a[:, q0:q1, None]
+        j += n * length
+    return out
+
+
+def _runs(i0: np.ndarray, i1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the runs of consecutive outputs that read the same two samples."""
+    starts = np.flatnonzero(np.r_[True, (i0[1:] != i0[:-1]) | (i1[1:] != i1[:-1])])
+    return starts, np.diff(np.r_[starts, i0.size])
+
+
 def _upsample_above(small: np.ndarray, shape: tuple[int, int], fr: int, fc: int,
                     threshold: float) -> np.ndarray:
     """``_upsample(small, shape, fr, fc) > threshold`` (bool, C order), the same pixel for pixel,
     without the full-resolution float map.
 
-    Along a row the upsampled value of a column interpolates two neighbouring samples of the
-    row pass, so a run of columns between the same two samples is all above the threshold
-    when both are (all below when neither is), up to float rounding, which a tolerance of a
-    few ulps covers; only the runs across the threshold (the mask's edge) are interpolated.
-    Why: on a full-field image the float map and its comparisons cost 4 full-size passes.
+    The outputs fall into cells: a run of rows that read the same two sample rows times a run
+    of columns that read the same two sample columns. Every value of a cell interpolates its
+    four corner samples, so a cell is all above the threshold when all four are (all below
+    when none is), up to float rounding, which a tolerance of a few ulps covers: whole cells
+    are written by repeating the cells' grid, and only the cells across the threshold (the
+    mask's edge) are interpolated, with :func:`_upsample`'s own arithmetic.
+    Why: on a full-field image the float map and its comparisons cost 4 full-size passes, and
+    deciding runs of columns row by row still cost 3 times as much as this.
     """
     r0, r1, wr = _linear_weights(shape[0], fr, small.shape[0])
     c0, c1, wc = _linear_weights(shape[1], fc, small.shape[1])
     s = small.astype(np.float32, copy=False)
-    rows = s[r0] * (1 - wr)[:, None] + s[r1] * wr[:, None]  # [shape[0], small columns]
-    # runs of output columns that read the same two samples
-    starts = np.flatnonzero(np.r_[True, (c0[1:] != c0[:-1]) | (c1[1:] != c1[:-1])])
-    lengths = np.diff(np.r_[starts, shape[1]])
-    a, b = rows[:, c0[starts]], rows[:, c1[starts]]  # [rows, runs]
-    tol = 8.0 * float(np.finfo(np.float32).eps) * max(1.0, float(np.abs(rows).max(initial=0.0)))
-    above = (a > threshold + tol) & (b > threshold + tol)
-    edge = ~above & ((a > threshold - tol) | (b > threshold - tol))
-    out = np.repeat(above, lengths, axis=1)
-    i, q = np.nonzero(edge)
-    if i.size:
-        n = lengths[q]
-        i = np.repeat(i, n)
-        j = np.repeat(starts[q], n) + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
-        out[i, j] = rows[i, c0[j]] * (1 - wc)[j] + rows[i, c1[j]] * wc[j] > threshold
+    row_starts, row_lengths = _runs(r0, r1)
+    col_starts, col_lengths = _runs(c0, c1)
+    ra, rb = r0[row_starts], r1[row_starts]
+    ca, cb = c0[col_starts], c1[col_starts]
+    corners = (s[ra][:, ca], s[ra][:, cb], s[rb][:, ca], s[rb][:, cb])  # [row runs, col runs]
+    low, high = np.minimum.reduce(corners), np.maximum.reduce(corners)
+    # two interpolations, each within a rounding of the range of what it interpolates
+    tol = 16.0 * float(np.finfo(np.float32).eps) * max(1.0, float(np.abs(s).max(initial=0.0)))
+    above = low > threshold + tol
+    edge = ~above & (high > threshold - tol)
+    out = np.repeat(_repeat_columns(above, col_lengths), row_lengths, axis=0)
+    p, q = np.nonzero(edge)
+    if p.size:
+        # every pixel of the edge cells: cell k has row_lengths[p[k]] x col_lengths[q[k]]
+        nr, nc = row_lengths[p], col_lengths[q]
+        n = nr * nc
+        cell = np.repeat(np.arange(p.size), n)
+        k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        i = row_starts[p][cell] + k // nc[cell]
+        j = col_starts[q][cell] + k % nc[cell]
+        rows = s[r0[i], c0[j]] * (1 - wr)[i] + s[r1[i], c0[j]] * wr[i]
+        rows_next = s[r0[i], c1[j]] * (1 - wr)[i] + s[r1[i], c1[j]] * wr[i]
+        out[i, j] = rows * (1 - wc)[j] + rows_next * wc[j] > threshold
     return out
 
 
@@ -194,6 +234,20 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     return lab == int(np.argmax(sizes))
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndi.binary_fill_holes(mask)`` (its default 4-connectivity), the same pixel for pixel:
+    everything but the background components that reach the image border. One labelling
+    instead of fill_holes' iterated dilation (a third of the cost on the working grid)."""
+    background, n = ndi.label(~mask)
+    if n == 0:
+        return mask.copy()
+    outside = np.zeros(n + 1, dtype=bool)
+    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
+        outside[edge] = True
+    outside[0] = False  # label 0: the mask itself
+    return ~outside[background]
 
 
 def _peel_strips(fg: np.ndarray) -> np.ndarray:
@@ -252,6 +306,75 @@ def _disk(radius_r: float, radius_c: float) -> np.ndarray:
     rc = max(int(np.ceil(radius_c)), 1)
     y, x = np.ogrid[-rr : rr + 1, -rc : rc + 1]
     return (y / max(radius_r, 1e-6)) ** 2 + (x / max(radius_c, 1e-6)) ** 2 <= 1.0
+
+
+def row_half_widths(structure: np.ndarray) -> dict[int, int] | None:
+    """A structuring element as its rows: row offset from the centre -> ``w`` (the row holds
+    the columns ``-w..w`` about the centre; rows without any element left out). ``None`` when
+    a row is not such a centred run (then only the general morphology applies)."""
+    centre_r, centre_c = structure.shape[0] // 2, structure.shape[1] // 2
+    if structure.shape[0] % 2 == 0 or structure.shape[1] % 2 == 0:
+        return None
+    rows: dict[int, int] = {}
+    for i, row in enumerate(np.asarray(structure, dtype=bool)):
+        cols = np.flatnonzero(row)
+        if cols.size == 0:
+            continue
+        w = centre_c - int(cols[0])
+        if w < 0 or cols.size != 2 * w + 1 or int(cols[-1]) != centre_c + w:
+            return None
+        rows[i - centre_r] = w
+    return rows
+
+
+def _combine_shifted(out: np.ndarray, rows: np.ndarray, dy: int, erode: bool,
+                     border: bool) -> None:
+    """``out[i] (&= if erode else |=) rows[i + dy]``, rows beyond the image being ``border``."""
+    h = out.shape[0]
+    op = np.logical_and if erode else np.logical_or
+    if abs(dy) >= h:
+        if erode != border:  # AND with False / OR with True
+            out[:] = border
+        return
+    if dy >= 0:
+        op(out[: h - dy], rows[dy:], out=out[: h - dy])
+        beyond = out[h - dy:]
+    else:
+        op(out[-dy:], rows[: h + dy], out=out[-dy:])
+        beyond = out[: -dy]
+    if erode != border:
+        beyond[...] = border
+
+
+def morph_rows(mask: np.ndarray, half_widths: dict[int, int], erode: bool,
+               border: bool = False) -> np.ndarray:
+    """Binary erosion (``erode``) or dilation of ``mask`` (bool [H, W]) by a symmetric element
+    given as :func:`row_half_widths`, pixels beyond the image being ``border``: what
+    ``ndi.binary_erosion`` / ``ndi.binary_dilation`` give with that element and
+    ``border_value``, pixel for pixel. The element is the union of its rows, so the result is
+    the AND (OR) of each row's 1-D erosion (dilation, a running minimum / maximum along the
+    image rows) shifted by the row's offset: O(pixels x rows of the element) instead of
+    O(pixels x elements), 5x faster for the 3 mm disk of the working grid."""
+    x = np.ascontiguousarray(mask, dtype=bool)
+    x8 = x.view(np.uint8)
+    out = np.full(x.shape, erode, dtype=bool)
+    filter1d = ndi.minimum_filter1d if erode else ndi.maximum_filter1d
+    along: dict[int, np.ndarray] = {}
+    for dy, w in half_widths.items():
+        if w not in along:
+            along[w] = x if w == 0 else filter1d(x8, 2 * w + 1, axis=1, mode="constant",
+                                                 cval=int(border)).view(bool)
+        # erosion reads mask[p + b]; dilation mask[p - b] (the same for a symmetric element)
+        _combine_shifted(out, along[w], dy if erode else -dy, erode, border)
+    return out
+
+
+def _opening(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """``ndi.binary_opening(mask, structure)`` (border False), by rows when it can be."""
+    rows = row_half_widths(structure)
+    if rows is None or rows != {-dy: w for dy, w in rows.items()}:
+        return ndi.binary_opening(mask, structure=structure)
+    return morph_rows(morph_rows(mask, rows, erode=True), rows, erode=False)
 
 
 def _find_pectoral(
@@ -377,12 +500,12 @@ def segment_breast(
         g, fg = g[:, ::-1], fg[:, ::-1]
 
     fg = _peel_strips(fg)
-    region = ndi.binary_fill_holes(_largest_component(fg))
-    opened = ndi.binary_opening(region, structure=_disk(OPEN_MM / wr, OPEN_MM / wc))
+    region = _fill_holes(_largest_component(fg))
+    opened = _opening(region, _disk(OPEN_MM / wr, OPEN_MM / wc))
     if opened.sum() > 0.5 * region.sum():
-        region = ndi.binary_fill_holes(_largest_component(opened))
+        region = _fill_holes(_largest_component(opened))
     region = _trim_flare(region, g, air, wc)
-    region = ndi.binary_fill_holes(_largest_component(region))
+    region = _fill_holes(_largest_component(region))
     if not region.any():
         raise InputError(f"{meta.source_path}: no breast tissue found")
 

@@ -41,12 +41,21 @@ class Normalization:
         if not (np.isfinite(self.low) and np.isfinite(self.high)) or self.high <= self.low:
             raise ValueError(f"Normalization needs finite low < high, got {self.low}, {self.high}")
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Raw intensities (any shape) -> normalised ``float32`` of the same shape."""
+    def apply(self, x: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """Raw intensities (any shape) -> normalised ``float32`` of the same shape.
+
+        ``in_place``: a writable float32 ``x`` is overwritten and returned (for a caller done
+        with the raw values: a full-field image is 54 MB in float32, and fresh memory costs
+        its page faults); other arrays get a new one all the same.
+        """
         scale = np.float32(1.0 / (self.high - self.low))
-        return ((np.asarray(x, dtype=np.float32) - np.float32(self.low)) * scale).astype(
-            np.float32, copy=False
-        )
+        reuse = (in_place and isinstance(x, np.ndarray) and x.dtype == np.float32
+                 and x.flags.writeable)
+        # one float32 result scaled in place: no full-size temporaries, and the same float32
+        # arithmetic as (float32(x) - low) * scale
+        v = np.subtract(x, np.float32(self.low), dtype=np.float32, out=x if reuse else None)
+        v *= scale
+        return v
 
     def invert(self, v: np.ndarray) -> np.ndarray:
         """Normalised values -> raw intensities (``float32``), the inverse of :meth:`apply`."""
