@@ -418,6 +418,7 @@ COST_VARIANTS = {
     "1 round": {"rounds": 1},
     "K = 2": {"k": 2},
     "2 sampler steps": {"sampler_steps": 2},
+    "K = 2, 1 round": {"k": 2, "rounds": 1},
 }
 
 

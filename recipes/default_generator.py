@@ -222,17 +222,39 @@ def cmd_install(args: argparse.Namespace) -> None:
         "split": "the segmentor's (recipes/default_segmentor.py): see data_split",
         "never_trained_on": calc_refs(),
     }
+    config = json.loads((args.run_dir / "config.json").read_text())
+    mined = config.get("seed_source") == "mined"
+    chosen = {  # which data chose each number (docs/generator_model_card.md)
+        "sample quality (docs/generator_model_card.md, benchmarks/results/generator_quality.json; stage 1)":
+            "96 synthetic patches on the old held-out normals (calibration + test)",
+        "training_config decoy_rate 15, hard_decoy_fraction 0.5 (stage 1)":
+            "benchmarks/tt_gpr.py's seed evidence on 300 synthetic patches over the old held-out normals "
+            "(calibration + test), comparing trained generators",
+        "RefineConfig (TT-GPR) energy defaults": "set by hand; proximity 0.1 with the oracle projector on 32 "
+                                                 "calibration-normal patches (docs/tt_gpr.md)",
+        "training_config.synthesis (the realism-calibrated synthesis defaults)":
+            "the 8 calcification images + all 152 normals (docs/realism.md at the time; issue 12 reran the "
+            "calibration on the training women only)",
+    }
+    if mined:
+        chosen["shipping stage 2 (mined seeds) rather than stage 1"] = (
+            "benchmarks/tt_gpr.py --split dev evidence sets: 48 + 48 synthetic patches on the calibration "
+            "normals (seeds 51515011, 51515012)")
+        chosen["stage 2 budget (1000 steps, 6 crops of 32 px, lr 5e-4)"] = "set by hand to fit the CPU"
     meta["data_split"] = {
         **split_record(parts),
         "seen_by_this_model": {
-            "training": "trained on: backgrounds of its synthetic training and validation patches",
-            "calibration": "never trained on",
-            "test": "never trained on; `quality` reports on it",
+            "training": "trained on: backgrounds of its synthetic training and validation patches "
+                        "(with 10 % procedural backgrounds)",
+            "calibration": "never trained on; its sample quality (stage 1) was measured on the old held-out "
+                           "normals (calibration + test)" + ("; the choice of stage 2 was made on "
+                                                             "synthetic patches over it" if mined else ""),
+            "test": "never trained on; its sample quality (stage 1) was measured on the old held-out normals "
+                    "(calibration + test)" + ("; TT-GPR's test run (once) used it" if mined else ""),
             "calcification_images": "never trained on",
         },
+        "numbers_chosen_on": chosen,
     }
-    config = json.loads((args.run_dir / "config.json").read_text())
-    mined = config.get("seed_source") == "mined"
     meta["recipe"] = (f"python recipes/default_generator.py train --seed-source mined --run-dir {args.run_dir} "
                       f"&& ... install --run-dir {args.run_dir}" if mined
                       else "python recipes/default_generator.py train && ... install")
