@@ -521,6 +521,8 @@ def _fmt(v: float | None, nd: int = 3) -> str:
 
 
 def write_tables(result: dict, out: Path) -> None:
+    from tt_gpr_diagnostics import froc_table
+
     lines = ["# TT-GPR: ablation, real-image cluster FROC and cost", "",
              f"`python benchmarks/tt_gpr.py --split {result.get('split', 'test')}` on {result['machine']}; "
              f"{result['runtime_s']} s; "
@@ -561,14 +563,7 @@ def write_tables(result: dict, out: Path) -> None:
                   f"{ev['tt_gpr']['seconds']} s).", "",
                   "Object FROC: sensitivity at most N false components per patch (threshold sweep of the "
                   "logits, -12 to 30); TT-GPR minus the segmentor's own sweep, 95 % paired bootstrap CI.", "",
-                  "| curve | " + " | ".join(f"@ {v:g}" for v in ev["froc"]["fp_levels"]) + " |",
-                  "|---|" + "---|" * len(ev["froc"]["fp_levels"])]
-        for name, v in ev["froc"]["curves"].items():
-            cells = [_fmt(x) for x in v["sensitivity_at"]]
-            if "difference" in v:
-                cells = [f"{c} ({d:+.3f} [{lo:+.3f}, {hi:+.3f}])"
-                         for c, d, (lo, hi) in zip(cells, v["difference"], v["difference_ci"], strict=True)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                  *froc_table(ev["froc"])]
         lines += ["", f"At the operating point {ev['operating_threshold']:g} (difference TT-GPR - segmentor, "
                   "95 % paired bootstrap CI):", "", "| | segmentor | TT-GPR | difference [CI] |", "|---|---|---|---|"]
         for name, v in ev["at_operating_point"].items():

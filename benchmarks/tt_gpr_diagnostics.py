@@ -244,6 +244,20 @@ def oracle_froc(which: str, n: int, seg, threshold: float, n_boot: int) -> dict:
             "operating_point": oracle, "froc": froc(samples, curves, n_boot)}
 
 
+def froc_table(f: dict) -> list[str]:
+    """Markdown rows of :func:`froc`'s result: sensitivity at each FP level per curve, the
+    difference to the first curve with its CI in brackets."""
+    lines = ["| curve | " + " | ".join(f"@ {v:g} FP" for v in f["fp_levels"]) + " |",
+             "|---|" + "---|" * len(f["fp_levels"])]
+    for name, v in f["curves"].items():
+        cells = [_fmt(x) for x in v["sensitivity_at"]]
+        if "difference" in v:
+            cells = [f"{c} ({d:+.3f} [{lo:+.3f}, {hi:+.3f}])"
+                     for c, d, (lo, hi) in zip(cells, v["difference"], v["difference_ci"], strict=True)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_oracle_froc(r: dict, out: Path) -> None:
     f = r["froc"]
     lines = [f"# TT-GPR with the oracle projector: FROC against the segmentor's sweep ({r['set']} dev set)", "",
@@ -252,15 +266,7 @@ def write_oracle_froc(r: dict, out: Path) -> None:
              f"`{r['set']}` evidence set of benchmarks/tt_gpr.py (calibration normals), {r['visible_mcs']} "
              "visible MCs. Object sensitivity at each number of false components per patch (sweep of the "
              "logit from -12 to 30 in steps of 0.5); difference to the segmentor with a 95 % paired bootstrap "
-             "CI (patches resampled).", "",
-             "| curve | " + " | ".join(f"@ {v:g} FP" for v in f["fp_levels"]) + " |",
-             "|---|" + "---|" * len(f["fp_levels"])]
-    for name, v in f["curves"].items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(x) for x in v["sensitivity_at"]) + " |")
-        if "difference" in v:
-            lines.append("| difference [CI] | " + " | ".join(
-                f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, (lo, hi) in zip(v["difference"], v["difference_ci"],
-                                                                          strict=True)) + " |")
+             "CI (patches resampled).", "", *froc_table(f)]
     lines += ["", f"At the operating point {r['threshold']:g}:", "",
               "| projector | object sensitivity | FP / patch | Dice | recall |", "|---|---|---|---|---|"]
     for name, v in r["operating_point"]["rows"].items():
@@ -526,14 +532,7 @@ def write_tables(r: dict, out: Path) -> None:
                   "Object sensitivity at each number of false components per patch (the best threshold "
                   "of a sweep of the logit from -12 to 30 in steps of 0.5 with at most that many); "
                   "difference to the segmentor with a 95 % paired bootstrap CI (patches resampled).", "",
-                  "| curve | " + " | ".join(f"@ {v:g} FP" for v in f["fp_levels"]) + " |",
-                  "|---|" + "---|" * len(f["fp_levels"])]
-        for name, v in f["curves"].items():
-            cells = [_fmt(x) for x in v["sensitivity_at"]]
-            if "difference" in v:
-                cells = [f"{c} ({d:+.3f} [{lo:+.3f}, {hi:+.3f}])"
-                         for c, d, (lo, hi) in zip(cells, v["difference"], v["difference_ci"], strict=True)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                  *froc_table(f)]
         if "tt_gpr_info" in r:
             op, base = r["tt_gpr_operating_point"], r["initializer_operating_point"]
             lines += ["", f"At the operating point {r['threshold']:g}: segmentor object sensitivity "

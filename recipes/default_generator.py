@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -43,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "recipes"))
 
-from default_segmentor import image_paths, split
+from default_segmentor import image_paths, split, write_package_model
 
 from mcgenref.datasets.mias import MIAS_PIXEL_SPACING_MM, calc_refs
 from mcgenref.datasets.mias_split import split_record
@@ -267,12 +266,7 @@ def cmd_install(args: argparse.Namespace) -> None:
             start["path"] = _repo_relative(start["path"])
         if config.get("init_from"):
             config["init_from"] = _repo_relative(config["init_from"])
-    if PACKAGE_MODEL.exists():
-        shutil.rmtree(PACKAGE_MODEL)
-    PACKAGE_MODEL.mkdir(parents=True)
-    shutil.copy2(src / "model.safetensors", PACKAGE_MODEL / "model.safetensors")
-    (PACKAGE_MODEL / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"installed into {PACKAGE_MODEL}")
+    write_package_model(src, PACKAGE_MODEL, meta)
 
 
 def main() -> None:
