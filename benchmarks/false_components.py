@@ -125,7 +125,7 @@ class DevSet:
     description: str
 
 
-def dev_set(name: str, n: int, notes: list[str]) -> DevSet:
+def dev_set(name: str, n: int, notes: list[str], model: Path = MODEL) -> DevSet:
     """``n`` patches of ``quality.synthetic_set`` on the calibration normals, seed
     ``SEEDS[name]``, with the shipped model's logits (one window a patch) on them and on their
     MC-free backgrounds, and their breast masks."""
@@ -138,7 +138,7 @@ def dev_set(name: str, n: int, notes: list[str]) -> DevSet:
     paths = recipe.image_paths(dev_refs())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", McGenRefWarning)
-        samples, how = quality.synthetic_set(MODEL, paths, n, SEEDS[name], MIAS_PIXEL_SPACING_MM)
+        samples, how = quality.synthetic_set(model, paths, n, SEEDS[name], MIAS_PIXEL_SPACING_MM)
         # the patch's breast mask (the intensity rule does not change it)
         sampler = NegativePatchSampler(paths, quality.SYNTHETIC_PATCH_PX,
                                        pixel_spacing_mm=MIAS_PIXEL_SPACING_MM)
@@ -147,14 +147,18 @@ def dev_set(name: str, n: int, notes: list[str]) -> DevSet:
         if note not in notes:
             notes.append(note)
     breast = [sampler.patch_from_record(s.record["source"])[1] for s in samples]
-    net, _ = load_model(MODEL, "cpu")
+    net, _ = load_model(model, "cpu")
     backgrounds = [Sample(s.background, s.mask, s.record) for s in samples]
     return DevSet(name, SEEDS[name], samples, segmentor_logits(net, samples),
                   segmentor_logits(net, backgrounds), breast, how)
 
 
-def operating_threshold() -> float:
-    return float(json.loads((MODEL / "model.json").read_text())["operating_point"]["threshold"])
+def operating_threshold(model: Path = MODEL) -> float:
+    """The model's recorded operating threshold (``model.json``)."""
+    point = json.loads((model / "model.json").read_text()).get("operating_point")
+    if not point:
+        raise SystemExit(f"error: {model} records no operating point; pass --threshold")
+    return float(point["threshold"])
 
 
 # ---------------------------------------------------------------------------- the components
@@ -556,7 +560,7 @@ def invisible_hits(data: DevSet, comps: list[PatchComponents]) -> dict:
 
 # ---------------------------------------------------------------------------- the real check
 
-def real_check(rules: list[tuple[str, float]], threshold: float) -> dict:
+def real_check(rules: list[tuple[str, float]], threshold: float, model: Path = MODEL) -> dict:
     """Each removing rule on ``segment``'s maps of the 8 calcification images and the
     calibration normals: MCs inside labelled circles, labelled clusters found and false
     clusters per normal, before and after (the rule on the mask's components; MCs and clusters
@@ -567,7 +571,7 @@ def real_check(rules: list[tuple[str, float]], threshold: float) -> dict:
     from mcgenref.inference.postprocess import find_calcifications
     from mcgenref.inference.segment import SegmentConfig, Segmenter
 
-    seg = Segmenter(SegmentConfig(), model_path=MODEL, device="cpu",
+    seg = Segmenter(SegmentConfig(threshold=threshold), model_path=model, device="cpu",
                     pixel_spacing_mm=MIAS_PIXEL_SPACING_MM)
     if abs(seg.threshold - threshold) > 1e-9:
         raise SystemExit(f"error: segment's threshold {seg.threshold} is not {threshold}")
@@ -644,11 +648,15 @@ def curve_lines(rows: list[dict]) -> list[str]:
 def table_lines(res: dict) -> list[str]:
     c = res["categories"]
     lines = [
-        "# False components of the shipped film model on development patches (issue 13)", "",
+        "# False components of the shipped film model on development patches (issue 13)"
+        if res.get("model", {}).get("shipped", True) else
+        f"# False components of film model {res['model']['path']} on development patches (issue 13)", "",
         f"`python benchmarks/false_components.py --patches {res['n_patches']} --bootstrap "
         f"{res['n_bootstrap']}` on {res['machine']}; {res['runtime_s']} s. Development data "
         "only: patches on the 20 calibration-part normals (`quality.synthetic_set`: "
-        f"{res['sets']['choose']['description']}), the shipped model at its operating "
+        f"{res['sets']['choose']['description']}), the "
+        + (f"model (sha256 {res['model']['sha256'][:12]})" if "model" in res else "shipped model")
+        + " at its operating "
         f"threshold {res['threshold']:g} (logit {np.log(res['threshold'] / (1 - res['threshold'])):.2f}), "
         "one window a patch; objects matched as `score_synthetic` (centroid within 1 mm of a "
         "visible MC, one-to-one). Per 1024 x 1024 px = per 256-px patch x 16. The test-part "
@@ -758,6 +766,10 @@ def main() -> None:
     ap.add_argument("--patches", type=int, default=100, help="patches in each of the two sets")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/false_components")
+    ap.add_argument("--model", type=Path, default=MODEL,
+                    help="film segmentor folder (default: the shipped one), at its recorded operating point")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="probability threshold (default: the model's recorded operating point)")
     ap.add_argument("--no-real", action="store_true", help="leave out the mini-MIAS check")
     ap.add_argument("--tables-only", action="store_true",
                     help="rewrite table.md from --out/table.json")
@@ -769,14 +781,19 @@ def main() -> None:
     if args.patches < 10 or args.bootstrap < 1:
         raise SystemExit("error: --patches must be >= 10 and --bootstrap >= 1")
     t0 = time.perf_counter()
-    threshold = operating_threshold()
+    threshold = operating_threshold(args.model) if args.threshold is None else args.threshold
+    if not 0.0 < threshold < 1.0:
+        raise SystemExit("error: --threshold must be in (0, 1)")
     notes: list[str] = []
     per_image = (quality.IMAGE_PX / quality.SYNTHETIC_PATCH_PX) ** 2
+    meta = json.loads((args.model / "model.json").read_text())
     res: dict = {"machine": _machine(), "n_patches": args.patches, "n_bootstrap": args.bootstrap,
+                 "model": {"path": str(args.model), "sha256": meta["weights"]["sha256"],
+                           "shipped": args.model.resolve() == MODEL.resolve()},
                  "threshold": threshold, "seeds": SEEDS, "sets": {}, "rules": {}}
     sets = {}
     for name in ("choose", "confirm"):
-        data = dev_set(name, args.patches, notes)
+        data = dev_set(name, args.patches, notes, args.model)
         comps = describe_set(data, threshold)
         sets[name] = (data, comps)
         res["sets"][name] = {"seed": data.seed, "description": data.description}
@@ -800,7 +817,7 @@ def main() -> None:
         picks = sorted({(r["rule"], r["value"]) for r in res["rules"]["choose"]
                         if r["rule"] in RULES and RULES[r["rule"]][1] is not None
                         and r["rule"] not in ORACLES})
-        res["real_check"] = real_check(picks, threshold)
+        res["real_check"] = real_check(picks, threshold, args.model)
     res["notes"] = notes
     res["runtime_s"] = round(time.perf_counter() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)

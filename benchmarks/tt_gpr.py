@@ -384,25 +384,38 @@ def seed_evidence(samples: list, logits0: list, seg, gen, contract, operating: f
     return {"k": k, "bands": bands}
 
 
-def real_clusters(work: Path, n_boot: int, generator: Path, split: str = "test") -> dict:
+def real_clusters(work: Path, n_boot: int, generator: Path, split: str = "test",
+                  variants: dict | None = None) -> dict:
+    """Cluster FROC of plain ``segment`` and ``segment --refine`` on the 8 calcification images
+    and the split's normals; ``variants`` (name -> :class:`RefineConfig` changes; ``dev``
+    only) adds a ``--refine`` run with each of those TT-GPR settings."""
+    from mcgenref.config import to_dict
+    from mcgenref.inference.refine import RefineConfig
+    from mcgenref.inference.segment import SegmentConfig
     from mcgenref.workflows import SegmentOptions, run_evaluate, run_segment
 
     # reported quality: the held-out test women only; --split dev: the calibration women
     normals = recipe.split().part(EVIDENCE_NORMALS[split])
     inputs = [str(p) for p in recipe.image_paths(calc_refs() + normals)]
+    runs: dict[str, tuple[bool, Path | None]] = {"plain": (False, None), "refine": (True, None)}
+    for i, (name, change) in enumerate((variants or {}).items()):
+        config_path = work / f"variant-{i}.json"
+        config_path.write_text(json.dumps(to_dict(SegmentConfig(tt_gpr=dataclasses.replace(RefineConfig(), **change)))))
+        runs[f"refine, {name}"] = (True, config_path)
     out = {}
-    for refine in (False, True):
-        pred = work / f"pred-{'refine' if refine else 'plain'}"
+    for i, (name, (refine, config_path)) in enumerate(runs.items()):
+        pred = work / f"pred-{i}"
         t0 = time.perf_counter()
         run_segment(inputs, pred, SegmentOptions(
             model=SEGMENTOR, device="auto", pixel_spacing=str(MIAS_PIXEL_SPACING_MM),
             overwrite=True, show_progress=False, refine=refine, generator=generator,
+            config_path=config_path,
         ))
         seconds = time.perf_counter() - t0
         metrics = run_evaluate(pred, data_root() / "mini-mias" / "Info.txt",
-                               work / f"eval-{refine}", "mias", n_bootstrap=n_boot)
+                               work / f"eval-{i}", "mias", n_bootstrap=n_boot)
         cl = metrics["cluster"]
-        out["refine" if refine else "plain"] = {
+        out[name] = {
             "seconds_per_image": seconds / len(inputs), "n_images": len(inputs),
             "sensitivity": cl.get("sensitivity"), "found": cl.get("found"),
             "n_truth_clusters": cl.get("n_truth_clusters"),
@@ -419,6 +432,13 @@ COST_VARIANTS = {
     "K = 2": {"k": 2},
     "2 sampler steps": {"sampler_steps": 2},
     "K = 2, 1 round": {"k": 2, "rounds": 1},
+    # a window cap binds on full fields only (a 256 px patch has a few windows): its effect
+    # is measured on the dev split's mini-MIAS images (``--real-variants``)
+    "K = 2, 1 round, 96 windows": {"k": 2, "rounds": 1, "max_windows": 96},
+    "K = 2, 1 round, 64 windows": {"k": 2, "rounds": 1, "max_windows": 64},
+    "32 windows": {"max_windows": 32},
+    "24 windows": {"max_windows": 24},
+    "1 round, 48 windows": {"rounds": 1, "max_windows": 48},
 }
 
 
@@ -576,7 +596,8 @@ def write_tables(result: dict, out: Path) -> None:
     real = result.get("real")
     if real:
         lines += ["## Real mammograms: mini-MIAS cluster FROC", "",
-                  "8 calcification images (10 clusters) + test-part normals; `mcgenref evaluate`.", "",
+                  f"8 calcification images (10 clusters) + the {EVIDENCE_NORMALS[result.get('split', 'test')]}"
+                  " part's normals; `mcgenref evaluate`.", "",
                   "Cluster sensitivity [95 % CI] at 0.125 ... 2 false clusters per normal image.", "",
                   "| run | @ 0.125 | @ 0.25 | @ 0.5 | @ 1 | @ 2 | operating point: found / FP per normal | s / image |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -643,6 +664,9 @@ def main() -> None:
                     help="also time the cheaper TT-GPR settings of COST_VARIANTS on the full field "
                          "(unless --skip-cost) and score them against the defaults on N patches of each "
                          "dev evidence set (0: time only; development data only, refused with --split test)")
+    ap.add_argument("--real-variants", default="", metavar="NAMES",
+                    help="semicolon-separated names of COST_VARIANTS to run on the real images too, beside the "
+                         "defaults (development data only, refused with --split test)")
     ap.add_argument("--tables-only", action="store_true", help="rewrite table.md from --out/table.json")
     args = ap.parse_args()
     if args.out is None:
@@ -652,6 +676,12 @@ def main() -> None:
         return
     if args.cost_variants is not None and args.split == "test":
         raise SystemExit("error: --cost-variants scores development patches only; use --split dev")
+    names = [name.strip() for name in args.real_variants.split(";") if name.strip()]
+    if unknown := [name for name in names if name not in COST_VARIANTS]:
+        raise SystemExit(f"error: --real-variants: unknown {unknown}; known: {list(COST_VARIANTS)}")
+    real_variants = {name: COST_VARIANTS[name] for name in names}
+    if real_variants and args.split == "test":
+        raise SystemExit("error: --real-variants runs on development images only; use --split dev")
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 
@@ -672,7 +702,7 @@ def main() -> None:
                               for which in args.evidence_sets.split(",") if which]
     with tempfile.TemporaryDirectory() as work:
         if not args.skip_real:
-            result["real"] = real_clusters(Path(work), args.bootstrap, args.generator, args.split)
+            result["real"] = real_clusters(Path(work), args.bootstrap, args.generator, args.split, real_variants)
         if not args.skip_cost:
             result["cost"] = full_field_cost(Path(work), args.generator,
                                              variants=None if args.cost_variants is None else COST_VARIANTS)

@@ -119,7 +119,7 @@ def main() -> None:
         "initializer": {"recall": base["recall"], "dice": base["dice"]},
         "trials": args.trials, "threshold": threshold,
         "generator_sha256": gen_meta["weights"]["sha256"],
-        "data": f"{args.patches} synthetic 256 px patches on the training women's normals, "
+        "data": f"{args.patches} synthetic 256 px patches on the calibration women's normals, "
                 f"seed {DEV_SEED}, clusters of 10-40 MCs",
         "objective": f"delta recall - {DICE_PENALTY} * max(0, -delta Dice) at the operating threshold",
         "all": [{"params": t.params, **t.user_attrs} for t in study.trials],

@@ -107,7 +107,11 @@ class RefineConfig:
         margin_px: seeds within this distance of a window's edge are left to another window
             (the taper of the merge rises over this margin).
         max_windows: at most this many windows per image, strongest candidates first (a
-            bound on the cost; the count left out is recorded). ``None``: no bound.
+            bound on the cost; the count left out is recorded in ``windows_dropped``).
+            ``None``: no bound. 24 keeps ``--refine`` within 3x plain segmentation on a
+            70 um full field on the CPU (109 windows there without a bound: the logit rule
+            seeds background maxima down to z = -8); chosen on development data
+            (docs/tt_gpr.md, "Cost"). It binds on full fields only: a 256 px patch has ~7.
         batch_windows: windows per batch (each expands to ``k`` projections).
         seeds: how candidates become seeds (:func:`mcgenref.flow.seeds.find_seeds`; default
             the logit rule: maxima with ``z >= -8``, at most 8 per 64 px tile).
@@ -151,7 +155,7 @@ class RefineConfig:
 
     window_px: int = 64
     margin_px: int = 8
-    max_windows: int | None = 512
+    max_windows: int | None = 24
     batch_windows: int = 16
     seeds: SeedConfig = field(default_factory=lambda: DEFAULT_SEEDS)
     k: int = 4
