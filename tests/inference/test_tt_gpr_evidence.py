@@ -74,3 +74,25 @@ def test_paired_difference_resamples_the_same_patches(bench) -> None:  # noqa: A
     # B = A + 1 on every patch: the difference is exactly 1 in every resample
     r = bench.paired_difference(lambda i: float(values[i].mean() + 1), lambda i: float(values[i].mean()), 20, 200)
     assert r["difference"] == pytest.approx(1.0) and r["ci"] == pytest.approx([1.0, 1.0])
+
+
+def test_cost_variants_are_refine_settings(bench) -> None:  # noqa: ANN001
+    import dataclasses
+
+    from mcgenref.inference.refine import RefineConfig
+
+    for name, change in bench.COST_VARIANTS.items():
+        config = dataclasses.replace(RefineConfig(), **change)  # a typo'd field raises here
+        assert config != RefineConfig(), name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--split", "test", "--real-variants", "32 windows"], "development images only"),
+    (["--split", "test", "--cost-variants", "0"], "development patches only"),
+    (["--real-variants", "32 windows; no such setting"], "unknown ['no such setting']"),
+])
+def test_development_only_options_are_refused_on_test_data(bench, monkeypatch, tmp_path, argv, message) -> None:  # noqa: ANN001
+    monkeypatch.setattr(sys, "argv", ["tt_gpr.py", "--out", str(tmp_path / "out"), *argv])
+    with pytest.raises(SystemExit, match=message.replace("[", r"\[").replace("]", r"\]")):
+        bench.main()
+    assert not (tmp_path / "out").exists()  # refused before anything is written
