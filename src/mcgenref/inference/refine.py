@@ -110,8 +110,9 @@ class RefineConfig:
             bound on the cost; the count left out is recorded in ``windows_dropped``).
             ``None``: no bound. 24 keeps ``--refine`` within 3x plain segmentation on a
             70 um full field on the CPU (109 windows there without a bound: the logit rule
-            seeds background maxima down to z = -8); chosen on development data
-            (docs/tt_gpr.md, "Cost"). It binds on full fields only: a 256 px patch has ~7.
+            seeds background maxima down to z = -8), not on a 1024 px film at 0.2 mm (6.3x);
+            chosen on development data (docs/tt_gpr.md, "Cost"). It binds on full fields
+            only: a 256 px patch has at most ~14.
         batch_windows: windows per batch (each expands to ``k`` projections).
         seeds: how candidates become seeds (:func:`mcgenref.flow.seeds.find_seeds`; default
             the logit rule: maxima with ``z >= -8``, at most 8 per 64 px tile).
