@@ -428,10 +428,11 @@ def real_clusters(work: Path, n_boot: int, generator: Path, split: str = "test",
 
 #: other TT-GPR settings whose cost and effect ``--cost-variants`` (and ``--real-variants``)
 #: measure (issue 14, item 6, "cost"), each as changes to :class:`RefineConfig`'s defaults.
-#: The window cap (``max_windows`` 24) became the default after these were measured against
-#: the defaults of then (512, which no image reached), so each variant names its cap: the
-#: committed tables (benchmarks/results/tt_gpr_cost/) are reproduced by these settings, their
-#: "the defaults" row being "no window cap" here and their "24 windows" row today's defaults.
+#: The window cap became a default (``max_windows`` 24, then 9) after these were measured
+#: against the defaults of then (512, which no image reached), so each variant names its cap:
+#: the committed tables (benchmarks/results/tt_gpr_cost/) are reproduced by these settings,
+#: their "the defaults" row being "no window cap" (caps, caps_k2), "24 windows" (timing_capped,
+#: cap9) or today's defaults, and their "9 windows" row today's defaults.
 COST_VARIANTS = {
     "no window cap": {"max_windows": 512},
     "1 round": {"rounds": 1, "max_windows": 512},
@@ -444,6 +445,7 @@ COST_VARIANTS = {
     "K = 2, 1 round, 64 windows": {"k": 2, "rounds": 1, "max_windows": 64},
     "32 windows": {"max_windows": 32},
     "1 round, 48 windows": {"rounds": 1, "max_windows": 48},
+    "24 windows": {"max_windows": 24},
 }
 
 
@@ -484,33 +486,44 @@ def full_field_cost(work: Path, generator: Path, repeats: int = 2, variants: dic
     return out
 
 
-def film_cost(split: str, generator: Path, n_images: int = 6, repeats: int = 2) -> dict:
+def film_cost(split: str, generator: Path, n_images: int = 6, repeats: int = 2,
+              variants: dict | None = None) -> dict:
     """Seconds per mini-MIAS film (1024 x 1024 px at 0.2 mm), plain and with ``--refine`` (the
-    defaults), best of ``repeats`` per image, interleaved, on the first ``n_images`` normals of
-    the split's part: a film has a quarter of a 70 um field's pixels, so the plain pass is
-    cheaper while TT-GPR's windows cost the same."""
+    defaults and, with ``variants``, each of those TT-GPR settings), best of ``repeats`` per
+    image, interleaved, on the first ``n_images`` normals of the split's part: a film has a
+    quarter of a 70 um field's pixels, so the plain pass is cheaper while TT-GPR's windows
+    cost the same."""
+    from mcgenref.inference.refine import RefineConfig
     from mcgenref.inference.segment import SegmentConfig, Segmenter
 
     paths = recipe.image_paths(recipe.split().part(EVIDENCE_NORMALS[split]))[:n_images]
-    segmenters = {name: Segmenter(SegmentConfig(refine=refine), SEGMENTOR, "auto",
-                                  pixel_spacing_mm=MIAS_PIXEL_SPACING_MM,
-                                  generator_path=generator if refine else None)
-                  for name, refine in (("plain", False), ("refine", True))}
+    configs = {"refine": RefineConfig()}
+    configs.update({name: dataclasses.replace(RefineConfig(), **change) for name, change in (variants or {}).items()})
+    segmenters = {"plain": Segmenter(SegmentConfig(), SEGMENTOR, "auto", pixel_spacing_mm=MIAS_PIXEL_SPACING_MM)}
+    segmenters.update({name: Segmenter(SegmentConfig(refine=True, tt_gpr=config), SEGMENTOR, "auto",
+                                       pixel_spacing_mm=MIAS_PIXEL_SPACING_MM, generator_path=generator)
+                       for name, config in configs.items()})
     best = {name: [np.inf] * len(paths) for name in segmenters}
-    windows = []
-    for _ in range(repeats):
+    windows: dict[str, list[int]] = {name: [] for name in configs}
+    for r in range(repeats):
         for i, path in enumerate(paths):
             for name, seg in segmenters.items():
                 t0 = time.perf_counter()
                 result = seg.segment(path)
                 best[name][i] = min(best[name][i], time.perf_counter() - t0)
-                if name == "refine" and len(windows) < len(paths):
-                    windows.append(result.meta.detector["tt_gpr"]["windows"])
-    plain, refine = float(np.sum(best["plain"])), float(np.sum(best["refine"]))
-    return {"images": f"{len(paths)} mini-MIAS normals of the {EVIDENCE_NORMALS[split]} part (1024 x 1024 at 0.2 mm)",
-            "load_average": _load_average(), "repeats": repeats,
-            "plain_s_per_image": round(plain / len(paths), 3), "refine_s_per_image": round(refine / len(paths), 3),
-            "ratio": round(refine / plain, 2), "windows_per_image": windows}
+                if name != "plain" and r == 0:
+                    windows[name].append(result.meta.detector["tt_gpr"]["windows"])
+    total = {name: float(np.sum(v)) for name, v in best.items()}
+    out = {"images": f"{len(paths)} mini-MIAS normals of the {EVIDENCE_NORMALS[split]} part (1024 x 1024 at 0.2 mm)",
+           "load_average": _load_average(), "repeats": repeats,
+           "plain_s_per_image": round(total["plain"] / len(paths), 3),
+           "refine_s_per_image": round(total["refine"] / len(paths), 3),
+           "ratio": round(total["refine"] / total["plain"], 2), "windows_per_image": windows["refine"]}
+    if variants:
+        out["variants"] = {name: {"change": variants[name], "refine_s_per_image": round(total[name] / len(paths), 3),
+                                  "ratio": round(total[name] / total["plain"], 2), "windows_per_image": windows[name]}
+                           for name in variants}
+    return out
 
 
 def _load_average() -> list[float] | None:
@@ -655,6 +668,13 @@ def write_tables(result: dict, out: Path) -> None:
                       f"{films['refine_s_per_image']} s per image: **{films['ratio']}x** (best of "
                       f"{films['repeats']} per image, interleaved, load average {films['load_average']}; "
                       f"windows per image {films['windows_per_image']}).", ""]
+            if films.get("variants"):
+                lines += ["| `--refine` on the films with | windows per image | s per image | x plain |", "|---|---|---|---|",
+                          f"| the defaults | {np.mean(films['windows_per_image']):.1f} | {films['refine_s_per_image']} | "
+                          f"{films['ratio']} |"]
+                lines += [f"| {name} | {np.mean(v['windows_per_image']):.1f} | {v['refine_s_per_image']} | {v['ratio']} |"
+                          for name, v in films["variants"].items()]
+                lines.append("")
         if cost.get("variants"):
             lines += ["| `--refine` with | windows | window-rounds | s | x plain |", "|---|---|---|---|---|",
                       f"| the defaults | {cost['tt_gpr']['windows']} | {cost['tt_gpr']['window_rounds']} | "
@@ -683,6 +703,14 @@ def write_tables(result: dict, out: Path) -> None:
     (out / "table.md").write_text("\n".join(lines))
 
 
+def _named_variants(names: str, option: str) -> dict:
+    """The :data:`COST_VARIANTS` named in ``names`` (semicolon-separated); unknown names exit."""
+    chosen = [name.strip() for name in names.split(";") if name.strip()]
+    if unknown := [name for name in chosen if name not in COST_VARIANTS]:
+        raise SystemExit(f"error: {option}: unknown {unknown}; known: {list(COST_VARIANTS)}")
+    return {name: COST_VARIANTS[name] for name in chosen}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generator", type=Path, default=GENERATOR)
@@ -704,6 +732,9 @@ def main() -> None:
                     help="also time the cheaper TT-GPR settings of COST_VARIANTS on the full field "
                          "(unless --skip-cost) and score them against the defaults on N patches of each "
                          "dev evidence set (0: time only; development data only, refused with --split test)")
+    ap.add_argument("--variants", default="", metavar="NAMES",
+                    help="semicolon-separated names of COST_VARIANTS that --cost-variants times and scores "
+                         "(default: all of them)")
     ap.add_argument("--real-variants", default="", metavar="NAMES",
                     help="semicolon-separated names of COST_VARIANTS to run on the real images too, beside the "
                          "defaults (development data only, refused with --split test)")
@@ -716,10 +747,8 @@ def main() -> None:
         return
     if args.cost_variants is not None and args.split == "test":
         raise SystemExit("error: --cost-variants scores development patches only; use --split dev")
-    names = [name.strip() for name in args.real_variants.split(";") if name.strip()]
-    if unknown := [name for name in names if name not in COST_VARIANTS]:
-        raise SystemExit(f"error: --real-variants: unknown {unknown}; known: {list(COST_VARIANTS)}")
-    real_variants = {name: COST_VARIANTS[name] for name in names}
+    real_variants = _named_variants(args.real_variants, "--real-variants")
+    cost_variants = _named_variants(args.variants, "--variants") or COST_VARIANTS
     if real_variants and args.split == "test":
         raise SystemExit("error: --real-variants runs on development images only; use --split dev")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -745,11 +774,12 @@ def main() -> None:
             result["real"] = real_clusters(Path(work), args.bootstrap, args.generator, args.split, real_variants)
         if not args.skip_cost:
             result["cost"] = full_field_cost(Path(work), args.generator,
-                                             variants=None if args.cost_variants is None else COST_VARIANTS)
-            result["cost"]["films"] = film_cost(args.split, args.generator)
+                                             variants=None if args.cost_variants is None else cost_variants)
+            result["cost"]["films"] = film_cost(args.split, args.generator,
+                                                variants=None if args.cost_variants is None else cost_variants)
     if args.cost_variants:
         result["cost_variant_effect"] = cost_variant_effect(args.cost_variants, args.bootstrap, args.generator,
-                                                            COST_VARIANTS)
+                                                            cost_variants)
     result["runtime_s"] = round(time.perf_counter() - t0, 1)
     (args.out / "table.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     write_tables(result, args.out)

@@ -108,11 +108,11 @@ class RefineConfig:
             (the taper of the merge rises over this margin).
         max_windows: at most this many windows per image, strongest candidates first (a
             bound on the cost; the count left out is recorded in ``windows_dropped``).
-            ``None``: no bound. 24 keeps ``--refine`` within 3x plain segmentation on a
-            70 um full field on the CPU (109 windows there without a bound: the logit rule
-            seeds background maxima down to z = -8), not on a 1024 px film at 0.2 mm (6.3x);
-            chosen on development data (docs/tt_gpr.md, "Cost"). It binds on full fields
-            only: a 256 px patch has at most ~14.
+            ``None``: no bound. 9 keeps ``--refine`` within 3x plain segmentation on the
+            CPU on a 70 um full field (109 windows there without a bound: the logit rule
+            seeds background maxima down to z = -8) and on a 1024 px film at 0.2 mm (24
+            windows: 6.3x there); chosen on development data, where it changed no cluster
+            and no patch result that a CI resolves (docs/tt_gpr.md, "Cost").
         batch_windows: windows per batch (each expands to ``k`` projections).
         seeds: how candidates become seeds (:func:`mcgenref.flow.seeds.find_seeds`; default
             the logit rule: maxima with ``z >= -8``, at most 8 per 64 px tile).
@@ -156,7 +156,7 @@ class RefineConfig:
 
     window_px: int = 64
     margin_px: int = 8
-    max_windows: int | None = 24
+    max_windows: int | None = 9
     batch_windows: int = 16
     seeds: SeedConfig = field(default_factory=lambda: DEFAULT_SEEDS)
     k: int = 4
