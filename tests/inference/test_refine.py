@@ -77,6 +77,20 @@ def test_config_rejects_bad_values() -> None:
         RefineConfig(t_start=1.0)
 
 
+def test_the_default_cap_keeps_the_strongest_windows() -> None:
+    # 16 separate candidates on a 4 x 4 grid, 100 px apart, logits rising with their index:
+    # the default cap (9) keeps the 9 strongest, one window each, and counts the 7 it drops
+    logits = np.full((400, 400), -20.0, dtype=np.float32)
+    centres = [(50 + 100 * i, 50 + 100 * j) for i in range(4) for j in range(4)]
+    for n, (r, c) in enumerate(centres):
+        logits[r, c] = -6.0 + 0.5 * n
+    config = RefineConfig()
+    corners, dropped = plan_windows(logits, np.ones(logits.shape, bool), SPACING, config)
+    assert config.max_windows == len(corners) == 9 and dropped == 7
+    half = config.window_px // 2
+    assert sorted((r0 + half, c0 + half) for r0, c0 in corners) == sorted(centres[-9:])
+
+
 def test_taper_is_one_inside_and_falls_to_the_edge() -> None:
     taper = _taper(64, 8)
     assert taper[8:56, 8:56].min() == 1.0
