@@ -26,6 +26,25 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+def load_benchmark(name: str):  # noqa: ANN201
+    """``benchmarks/<name>.py`` as a module (once per session), with ``recipes/`` and
+    ``benchmarks/`` on the path for its own imports; registered in ``sys.modules`` before it
+    runs, since its dataclasses look their module up while they are defined."""
+    import importlib.util
+
+    module_name = f"mcgenref_benchmark_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    for folder in ("recipes", "benchmarks"):
+        if str(REPO / folder) not in sys.path:
+            sys.path.insert(0, str(REPO / folder))
+    spec = importlib.util.spec_from_file_location(module_name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def data_root() -> Path:
     return Path(os.environ.get("MCGENREF_DATA", REPO.parent / "shared" / "data"))
 

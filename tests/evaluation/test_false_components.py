@@ -3,27 +3,15 @@ component lands in its category, and the rules count what they should."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():  # noqa: ANN201
-    for folder in ("recipes", "benchmarks"):
-        if str(REPO / folder) not in sys.path:
-            sys.path.insert(0, str(REPO / folder))
-    spec = importlib.util.spec_from_file_location("false_components_bench",
-                                                  REPO / "benchmarks" / "false_components.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("false_components")
 
 
 def _patch(bench):  # noqa: ANN001, ANN202

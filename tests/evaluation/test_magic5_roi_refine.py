@@ -3,28 +3,20 @@ scores read back from ``evaluate``'s ``per_image.csv``, and the record of what T
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from mcgenref.io.predictions import csv_bytes
+from tests.conftest import load_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ("stem", "case", "label", "n_mcs", "max_prob")
 
 
 @pytest.fixture(scope="module")
 def bench():  # noqa: ANN201
-    if str(REPO / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("magic5_roi_bench",
-                                                  REPO / "benchmarks" / "magic5_roi.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("magic5_roi")
 
 
 def _rows(bench, tmp_path: Path, name: str, max_prob: list[float],  # noqa: ANN001

@@ -3,24 +3,16 @@ shifted test set's settings differ from training's, its seeds are fresh."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():  # noqa: ANN201
-    for folder in ("recipes", "benchmarks"):
-        if str(REPO / folder) not in sys.path:
-            sys.path.insert(0, str(REPO / folder))
-    spec = importlib.util.spec_from_file_location("tt_gpr_bench", REPO / "benchmarks" / "tt_gpr.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("tt_gpr")
 
 
 def test_the_shifted_settings_differ_from_training(bench) -> None:  # noqa: ANN001

@@ -3,38 +3,26 @@ over 50 generated images, in-process; no file-handle leak, flat memory, steady t
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import load_benchmark
+
 N_IMAGES = 50
-
-
-def _load_benchmark():
-    name = "mcgenref_benchmark_load"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "load.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("load") / "images"
-    _load_benchmark().make_images(folder, N_IMAGES)
+    load_benchmark("load").make_images(folder, N_IMAGES)
     return folder
 
 
 @pytest.mark.parametrize("method", ["classical", "model"])
 def test_segment_batch_has_no_leak_and_steady_throughput(method: str, images: Path,
                                                          tmp_path: Path) -> None:
-    bench = _load_benchmark()
+    bench = load_benchmark("load")
     r = bench.run_load(N_IMAGES, method, tmp_path, images=images)
     assert r["images"] == N_IMAGES
     # no file-handle leak: as many open fds at the end as after the first few images
