@@ -449,39 +449,51 @@ COST_VARIANTS = {
 }
 
 
+def _timed_segmenters(paths: list, generator: Path, variants: dict | None, repeats: int,
+                      pixel_spacing_mm: float | None = None) -> tuple[dict, dict]:
+    """Plain segmentation, ``--refine`` with the defaults (``"refine"``) and with each of
+    ``variants`` on every image of ``paths``, interleaved (so drifts of a noisy machine hit
+    all alike): the best of ``repeats`` seconds per setting and image, and the TT-GPR record
+    of each refined image (``tt_gpr`` of its meta)."""
+    from mcgenref.inference.refine import RefineConfig
+    from mcgenref.inference.segment import SegmentConfig, Segmenter
+
+    configs = {"refine": RefineConfig()}
+    configs.update({name: dataclasses.replace(RefineConfig(), **change) for name, change in (variants or {}).items()})
+    segmenters = {"plain": Segmenter(SegmentConfig(), SEGMENTOR, "auto", pixel_spacing_mm=pixel_spacing_mm)}
+    segmenters.update({name: Segmenter(SegmentConfig(refine=True, tt_gpr=config), SEGMENTOR, "auto",
+                                       pixel_spacing_mm=pixel_spacing_mm, generator_path=generator)
+                       for name, config in configs.items()})
+    best = {name: [np.inf] * len(paths) for name in segmenters}
+    info: dict[str, list] = {name: [None] * len(paths) for name in configs}
+    for _ in range(repeats):
+        for i, path in enumerate(paths):
+            for name, seg in segmenters.items():
+                t0 = time.perf_counter()
+                result = seg.segment(path)
+                best[name][i] = min(best[name][i], time.perf_counter() - t0)
+                if name in info:
+                    info[name][i] = result.meta.detector.get("tt_gpr")
+    return best, info
+
+
 def full_field_cost(work: Path, generator: Path, repeats: int = 2, variants: dict | None = None) -> dict:
     """Seconds per full-field image, plain and with ``--refine`` (the defaults and, with
     ``variants``, each of those TT-GPR settings), best of ``repeats``, interleaved."""
     from segment_speed import make_dicom
 
-    from mcgenref.inference.refine import RefineConfig
-    from mcgenref.inference.segment import SegmentConfig, Segmenter
-
     dicom = work / "ff.dcm"
     make_dicom(dicom)
-    configs = {"refine": RefineConfig()}
-    configs.update({name: dataclasses.replace(RefineConfig(), **change)
-                    for name, change in (variants or {}).items()})
-    segmenters = {"plain": Segmenter(SegmentConfig(), SEGMENTOR, "auto")}
-    segmenters.update({name: Segmenter(SegmentConfig(refine=True, tt_gpr=config), SEGMENTOR, "auto",
-                                       generator_path=generator) for name, config in configs.items()})
-    times: dict[str, list[float]] = {name: [] for name in segmenters}
-    info = {}
-    for _ in range(repeats):  # interleaved, so drifts of a noisy machine hit all alike
-        for name, seg in segmenters.items():
-            t0 = time.perf_counter()
-            result = seg.segment(dicom)
-            times[name].append(time.perf_counter() - t0)
-            info[name] = result.meta.detector.get("tt_gpr")
-    plain, refine = min(times["plain"]), min(times["refine"])
+    best, info = _timed_segmenters([dicom], generator, variants, repeats)
+    plain, refine = best["plain"][0], best["refine"][0]
     out = {"image": "generated 70 um DICOM 4096 x 3328 (benchmarks/segment_speed.py)",
            "load_average": _load_average(), "repeats": repeats,
            "plain_s": round(plain, 3), "refine_s": round(refine, 3),
-           "ratio": round(refine / plain, 2), "tt_gpr": info["refine"]}
+           "ratio": round(refine / plain, 2), "tt_gpr": info["refine"][0]}
     if variants:
-        out["variants"] = {name: {"change": variants[name], "refine_s": round(min(times[name]), 3),
-                                  "ratio": round(min(times[name]) / plain, 2),
-                                  "windows": info[name]["windows"], "window_rounds": info[name]["window_rounds"]}
+        out["variants"] = {name: {"change": variants[name], "refine_s": round(best[name][0], 3),
+                                  "ratio": round(best[name][0] / plain, 2),
+                                  "windows": info[name][0]["windows"], "window_rounds": info[name][0]["window_rounds"]}
                            for name in variants}
     return out
 
@@ -493,27 +505,10 @@ def film_cost(split: str, generator: Path, n_images: int = 6, repeats: int = 2,
     image, interleaved, on the first ``n_images`` normals of the split's part: a film has a
     quarter of a 70 um field's pixels, so the plain pass is cheaper while TT-GPR's windows
     cost the same."""
-    from mcgenref.inference.refine import RefineConfig
-    from mcgenref.inference.segment import SegmentConfig, Segmenter
-
     paths = recipe.image_paths(recipe.split().part(EVIDENCE_NORMALS[split]))[:n_images]
-    configs = {"refine": RefineConfig()}
-    configs.update({name: dataclasses.replace(RefineConfig(), **change) for name, change in (variants or {}).items()})
-    segmenters = {"plain": Segmenter(SegmentConfig(), SEGMENTOR, "auto", pixel_spacing_mm=MIAS_PIXEL_SPACING_MM)}
-    segmenters.update({name: Segmenter(SegmentConfig(refine=True, tt_gpr=config), SEGMENTOR, "auto",
-                                       pixel_spacing_mm=MIAS_PIXEL_SPACING_MM, generator_path=generator)
-                       for name, config in configs.items()})
-    best = {name: [np.inf] * len(paths) for name in segmenters}
-    windows: dict[str, list[int]] = {name: [] for name in configs}
-    for r in range(repeats):
-        for i, path in enumerate(paths):
-            for name, seg in segmenters.items():
-                t0 = time.perf_counter()
-                result = seg.segment(path)
-                best[name][i] = min(best[name][i], time.perf_counter() - t0)
-                if name != "plain" and r == 0:
-                    windows[name].append(result.meta.detector["tt_gpr"]["windows"])
+    best, info = _timed_segmenters(paths, generator, variants, repeats, MIAS_PIXEL_SPACING_MM)
     total = {name: float(np.sum(v)) for name, v in best.items()}
+    windows = {name: [record["windows"] for record in records] for name, records in info.items()}
     out = {"images": f"{len(paths)} mini-MIAS normals of the {EVIDENCE_NORMALS[split]} part (1024 x 1024 at 0.2 mm)",
            "load_average": _load_average(), "repeats": repeats,
            "plain_s_per_image": round(total["plain"] / len(paths), 3),
