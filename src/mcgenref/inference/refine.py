@@ -108,11 +108,12 @@ class RefineConfig:
             (the taper of the merge rises over this margin).
         max_windows: at most this many windows per image, strongest candidates first (a
             bound on the cost; the count left out is recorded in ``windows_dropped``).
-            ``None``: no bound. 9 keeps ``--refine`` within 3x plain segmentation on the
-            CPU on a 70 um full field (109 windows there without a bound: the logit rule
-            seeds background maxima down to z = -8) and on a 1024 px film at 0.2 mm (24
-            windows: 6.3x there); chosen on development data, where it changed no cluster
-            and no patch result that a CI resolves (docs/tt_gpr.md, "Cost").
+            ``None``: no bound. With 9, ``--refine`` costs 1.8-2.4x plain segmentation on
+            the CPU on a 70 um full field (109 windows there without a bound: the logit rule
+            seeds background maxima down to z = -8) and 2.7-3.1x on a 1024 px film at 0.2 mm
+            (24 windows: 6.3x there), timing the segmentation alone; chosen on development
+            data, where it changed no cluster and no patch result that a CI resolves
+            (docs/tt_gpr.md, "Cost").
         batch_windows: windows per batch (each expands to ``k`` projections).
         seeds: how candidates become seeds (:func:`mcgenref.flow.seeds.find_seeds`; default
             the logit rule: maxima with ``z >= -8``, at most 8 per 64 px tile).
