@@ -18,6 +18,7 @@ from mcgenref.flow.seeds import (
     SeedConfig,
     find_seeds,
     render_seed_map,
+    seed_positions,
     seeds_from_logits,
     seeds_from_probability,
     seeds_from_records,
@@ -231,6 +232,23 @@ def test_the_logit_rule_keeps_at_most_n_per_tile_strongest_first() -> None:
     region = np.zeros(z.shape, bool)
     region[:, 64:] = True
     assert [(round(s.row), round(s.col)) for s in seeds_from_logits(z, spacing, config, region)] == [(10, 100)]
+
+
+@pytest.mark.parametrize("rule", [SeedConfig(rule="logit", min_logit=-8.0, max_per_tile=2, tile_px=32),
+                                  SeedConfig(min_prob=0.2, nms_radius_mm=1.0)])
+def test_seed_positions_are_find_seeds_positions_in_its_order(rule: SeedConfig) -> None:
+    """The planner's cheap positions: those of find_seeds, in the same order, for either rule,
+    with and without a region (a rough map with many maxima, a plateau and a tile cap)."""
+    rng = np.random.default_rng(3)
+    z = 4.0 * rng.standard_normal((96, 80)) - 4.0
+    z[40:43, 50:53] = 30.0  # a saturated plateau
+    region = np.zeros(z.shape, bool)
+    region[10:90, 5:70] = True
+    spacing = (0.2, 0.25)
+    for reg in (None, region):
+        seeds = find_seeds(z, spacing, rule, region=reg)
+        assert len(seeds) > 10
+        assert seed_positions(z, spacing, rule, region=reg) == [(s.row, s.col) for s in seeds]
 
 
 def test_seed_config_checks_the_logit_rule() -> None:

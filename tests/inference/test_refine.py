@@ -22,6 +22,8 @@ from mcgenref.inference.refine import (
     ProjectionRequest,
     RefineConfig,
     Refiner,
+    _fold_batch_norms,
+    _for_windows,
     _laplacian,
     _taper,
     plan_windows,
@@ -437,6 +439,86 @@ def test_the_fast_cpu_path_gives_the_logits_of_the_plain_one(monkeypatch: pytest
     assert np.abs(fast.logits - logits).max() > 0.1  # the refinement did change something
     np.testing.assert_allclose(fast.logits, plain.logits, atol=1e-4)
     np.testing.assert_allclose(fast.uncertainty, plain.uncertainty, atol=1e-5)
+
+
+def _conv_bn_net() -> nn.Sequential:
+    """conv -> batch norm (running statistics and affine far from the identity) -> ReLU -> conv."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+    bn = net[1]
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
+        bn.running_var.copy_(torch.tensor([0.25, 4.0, 1.0, 9.0]))
+        bn.weight.copy_(torch.tensor([2.0, -0.5, 1.0, 3.0]))
+        bn.bias.copy_(torch.tensor([0.1, 0.2, -0.3, 1.0]))
+    return net.eval()
+
+
+def _batch_norms(net: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+
+
+def test_batch_norms_are_folded_into_the_windows_copy_only_where_that_is_exact() -> None:
+    """The CPU's window copy of a segmentor folds conv -> batch norm into one convolution (the
+    same outputs up to rounding, channels-last, the caller's module untouched); a convolution
+    with a second user, a network in training mode and one that torch.fx cannot trace keep
+    their batch norms (and their outputs)."""
+    net = _conv_bn_net()
+    x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(x)
+        window = _for_windows(net, torch.device("cpu"))
+        assert _batch_norms(window) == 0 and _batch_norms(net) == 1
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in window.parameters() if p.ndim == 4)
+        torch.testing.assert_close(window(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(net(x), expected, atol=0, rtol=0)  # the caller's module as it was
+
+    class SecondUser(nn.Module):  # the convolution's output is used after the norm too
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = _conv_bn_net()[0], _conv_bn_net()[1]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = self.conv(x)
+            return self.bn(a) + a
+
+    class Untraceable(SecondUser):  # control flow on a tensor's value
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(self.conv(x)) if x.sum() > 0 else self.conv(x)
+
+    for cls in (SecondUser, Untraceable):
+        other = cls().eval()
+        with torch.no_grad():
+            ref = other(x)
+            kept = _for_windows(other, torch.device("cpu"))
+            assert _batch_norms(kept) == 1
+            torch.testing.assert_close(kept(x), ref, atol=1e-6, rtol=1e-6)
+    untraceable = Untraceable().eval()
+    assert _fold_batch_norms(untraceable) is untraceable
+    assert _batch_norms(_for_windows(_conv_bn_net().train(), torch.device("cpu"))) == 1
+
+
+def test_a_batch_norm_segmentor_refines_the_same_with_its_folded_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TT-GPR with a segmentor holding batch norms: the folded channels-last window copy gives
+    the refined logits of the network as it is (up to rounding), with the same counts."""
+    import mcgenref.inference.refine as refine_module
+
+    image, logits = _scene()
+    region = np.ones_like(image, bool)
+    _, gen = _small_networks()
+    seg = _conv_bn_net()
+    config = dataclasses.replace(BASE, k=3, rounds=2)
+    with torch.no_grad():
+        logits = seg(torch.from_numpy(image)[None, None])[0, 0].numpy()
+    fast = Refiner(seg, gen, config, "cpu")
+    assert _batch_norms(fast._window_segmentor) == 0
+    folded = fast.refine(image, region, logits, SPACING)
+    monkeypatch.setattr(refine_module, "_for_windows", lambda net, device: net)
+    plain = Refiner(seg, gen, config, "cpu").refine(image, region, logits, SPACING)
+    assert folded.info["windows"] >= 1 and np.abs(folded.logits - logits).max() > 0.1
+    assert {k: v for k, v in folded.info.items() if k != "refine_s"} == \
+        {k: v for k, v in plain.info.items() if k != "refine_s"}
+    np.testing.assert_allclose(folded.logits, plain.logits, atol=1e-4)
 
 
 def test_one_thread_restores_the_thread_count() -> None:

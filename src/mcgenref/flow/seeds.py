@@ -254,6 +254,54 @@ def _seeds_at_maxima(
     """Steps 1-3 of :func:`seeds_from_probability` on ``score``'s maxima (``>= min_score``),
     sizes on ``prob``, strengths read from ``strength``; ``per_tile``: the logit rule's cap."""
     sr, sc = spacing_mm
+    kept = _kept_maxima(score, spacing_mm, config, region, min_score, per_tile)
+    centres_mm = np.array([(r * sr, c * sc) for r, c, *_ in kept])
+    seeds = []
+    for i, (row, col, _peak, raster) in enumerate(kept):
+        peak_px = divmod(raster, score.shape[1])
+        seeds.append(Seed(
+            row=row,
+            col=col,
+            size_mm=_half_peak_diameter_mm(
+                prob, peak_px, float(prob[peak_px]), i, centres_mm, (sr, sc), config
+            ),
+            strength=float(np.clip(strength[peak_px], 0.0, 1.0)),
+        ))
+    return seeds
+
+
+def seed_positions(
+    logits: np.ndarray,
+    spacing_mm: Sequence[float],
+    config: SeedConfig,
+    region: np.ndarray | None = None,
+) -> list[tuple[float, float]]:
+    """The ``(row, col)`` of the seeds :func:`find_seeds` gives for the same arguments, in
+    its order (strongest first), without measuring their sizes: what planning needs, at a
+    fraction of the cost on a whole image (step 3 of :func:`seeds_from_probability` is most
+    of it there)."""
+    spacing = _check_spacing(spacing_mm)
+    if config.rule == "logit":
+        z = _check_map(logits, "logits", region)
+        kept = _kept_maxima(z, spacing, config, region, config.min_logit, config.max_per_tile)
+    else:  # as find_seeds: the clipped logits' sigmoid
+        z = np.clip(np.asarray(logits, dtype=np.float64), -60.0, 60.0)
+        prob = _check_map(1.0 / (1.0 + np.exp(-z)), "prob", region)
+        kept = _kept_maxima(prob, spacing, config, region, config.min_prob, None)
+    return [(row, col) for row, col, *_ in kept]
+
+
+def _kept_maxima(
+    score: np.ndarray,
+    spacing_mm: tuple[float, float],
+    config: SeedConfig,
+    region: np.ndarray | None,
+    min_score: float,
+    per_tile: int | None,
+) -> list[tuple[float, float, float, int]]:
+    """Steps 1-2 of :func:`seeds_from_probability` (and the logit rule's cap per tile):
+    ``(row, col, peak, raster index of the peak)`` of each kept maximum, strongest first."""
+    sr, sc = spacing_mm
     if score.size == 0:
         return []
     peaks = local_maxima(score, connectivity=2, allow_borders=True)
@@ -296,20 +344,7 @@ def _seeds_at_maxima(
                 count[tile] = count.get(tile, 0) + 1
                 capped.append(item)
         kept = capped
-
-    centres_mm = np.array([(r * sr, c * sc) for r, c, *_ in kept])
-    seeds = []
-    for i, (row, col, _peak, raster) in enumerate(kept):
-        peak_px = divmod(raster, score.shape[1])
-        seeds.append(Seed(
-            row=row,
-            col=col,
-            size_mm=_half_peak_diameter_mm(
-                prob, peak_px, float(prob[peak_px]), i, centres_mm, (sr, sc), config
-            ),
-            strength=float(np.clip(strength[peak_px], 0.0, 1.0)),
-        ))
-    return seeds
+    return kept
 
 
 def _parabola_offset(line: np.ndarray) -> float:
