@@ -486,7 +486,11 @@ def test_batch_norms_are_folded_into_the_windows_copy_only_where_that_is_exact()
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.bn(self.conv(x)) if x.sum() > 0 else self.conv(x)
 
-    for cls in (SecondUser, Untraceable):
+    class Shared(SecondUser):  # one convolution module called twice, once before the norm
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(self.conv(x)) + self.conv(x)
+
+    for cls in (SecondUser, Untraceable, Shared):
         other = cls().eval()
         with torch.no_grad():
             ref = other(x)
