@@ -645,19 +645,35 @@ def curve_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def command_line(res: dict) -> str:
+    """The command that wrote ``res``: ``--model`` and ``--threshold`` for another model than
+    the shipped one or a threshold given on the command line, ``--no-real`` without the real
+    check (tables of runs before ``threshold_given`` was recorded: given for other models)."""
+    shipped = res.get("model", {}).get("shipped", True)
+    args = [f"--patches {res['n_patches']}", f"--bootstrap {res['n_bootstrap']}"]
+    if not shipped:
+        args.append(f"--model {res['model']['path']}")
+    if res.get("threshold_given", not shipped):
+        args.append(f"--threshold {res['threshold']:.10g}")
+    if "real_check" not in res:
+        args.append("--no-real")
+    return "python benchmarks/false_components.py " + " ".join(args)
+
+
 def table_lines(res: dict) -> list[str]:
     c = res["categories"]
+    shipped = res.get("model", {}).get("shipped", True)
+    given = res.get("threshold_given", not shipped)
     lines = [
         "# False components of the shipped film model on development patches (issue 13)"
-        if res.get("model", {}).get("shipped", True) else
+        if shipped else
         f"# False components of film model {res['model']['path']} on development patches (issue 13)", "",
-        f"`python benchmarks/false_components.py --patches {res['n_patches']} --bootstrap "
-        f"{res['n_bootstrap']}` on {res['machine']}; {res['runtime_s']} s. Development data "
+        f"`{command_line(res)}` on {res['machine']}; {res['runtime_s']} s. Development data "
         "only: patches on the 20 calibration-part normals (`quality.synthetic_set`: "
         f"{res['sets']['choose']['description']}), the "
         + (f"model (sha256 {res['model']['sha256'][:12]})" if "model" in res else "shipped model")
-        + " at its operating "
-        f"threshold {res['threshold']:g} (logit {np.log(res['threshold'] / (1 - res['threshold'])):.2f}), "
+        + (" at the threshold given" if given else " at its operating threshold")
+        + f" {res['threshold']:.10g} (logit {np.log(res['threshold'] / (1 - res['threshold'])):.2f}), "
         "one window a patch; objects matched as `score_synthetic` (centroid within 1 mm of a "
         "visible MC, one-to-one). Per 1024 x 1024 px = per 256-px patch x 16. The test-part "
         "table (`benchmarks/results/quality`) was not used.", "",
@@ -790,7 +806,7 @@ def main() -> None:
     res: dict = {"machine": _machine(), "n_patches": args.patches, "n_bootstrap": args.bootstrap,
                  "model": {"path": str(args.model), "sha256": meta["weights"]["sha256"],
                            "shipped": args.model.resolve() == MODEL.resolve()},
-                 "threshold": threshold, "seeds": SEEDS, "sets": {}, "rules": {}}
+                 "threshold": threshold, "threshold_given": args.threshold is not None, "seeds": SEEDS, "sets": {}, "rules": {}}
     sets = {}
     for name in ("choose", "confirm"):
         data = dev_set(name, args.patches, notes, args.model)

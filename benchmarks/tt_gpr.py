@@ -39,7 +39,7 @@ benchmarks/results/tt_gpr (test) or benchmarks/results/tt_gpr_dev (dev).
    mini-MIAS normals of the split (1024 x 1024 at 0.2 mm), with the machine's load average
    (part 2's seconds per image are sequential runs). ``--cost-variants N``
    (``dev`` only) also times the cheaper settings of :data:`COST_VARIANTS` on the full field
-   and scores each against the defaults on ``N`` patches of both dev evidence sets
+   and the films and scores each against the defaults on ``N`` patches of both dev evidence sets
    (:func:`cost_variant_effect`; ``N = 0``: timing only), since each of them changes results.
 
 Writes table.md and table.json into --out.
@@ -439,8 +439,9 @@ COST_VARIANTS = {
     "K = 2": {"k": 2, "max_windows": 512},
     "2 sampler steps": {"sampler_steps": 2, "max_windows": 512},
     "K = 2, 1 round": {"k": 2, "rounds": 1, "max_windows": 512},
-    # a window cap binds on full fields only (a 256 px patch has at most ~14 windows): its
-    # effect is measured on the dev split's mini-MIAS images (``--real-variants``)
+    # a cap of 24 or more binds on full fields only (a 256 px patch has at most ~14 windows):
+    # its effect is measured on the dev split's mini-MIAS images (``--real-variants``); the
+    # smaller caps below bind on patches too, so ``--cost-variants N`` scores them there as well
     "K = 2, 1 round, 96 windows": {"k": 2, "rounds": 1, "max_windows": 96},
     "K = 2, 1 round, 64 windows": {"k": 2, "rounds": 1, "max_windows": 64},
     "32 windows": {"max_windows": 32},

@@ -75,3 +75,15 @@ def test_in_cluster_keeps_the_members_of_a_cluster_only(bench) -> None:  # noqa:
              "centroid_mm": np.array([[10.0, 10.0], [10.5, 10.0], [10.0, 10.8], [30.0, 10.0]])}
     assert bench.in_cluster(table, 3).tolist() == [True, True, True, False]
     assert bench.in_cluster(table, 4).tolist() == [False] * 4
+
+
+def test_the_table_names_the_command_that_wrote_it(bench) -> None:  # noqa: ANN001
+    """Another model's table gives its --model and its threshold in full (0.9999999, not 1),
+    --no-real when the real check was left out; the shipped model at its own point neither."""
+    res = {"n_patches": 100, "n_bootstrap": 1000, "threshold": 0.9999999, "threshold_given": True,
+           "model": {"path": "runs/m/model", "shipped": False}}
+    assert bench.command_line(res) == ("python benchmarks/false_components.py --patches 100 --bootstrap 1000 "
+                                       "--model runs/m/model --threshold 0.9999999 --no-real")
+    shipped = {"n_patches": 50, "n_bootstrap": 10, "threshold": 0.99, "threshold_given": False,
+               "model": {"path": "x", "shipped": True}, "real_check": {}}
+    assert bench.command_line(shipped) == "python benchmarks/false_components.py --patches 50 --bootstrap 10"
