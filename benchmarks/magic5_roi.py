@@ -3,7 +3,7 @@
     python benchmarks/magic5_roi.py --out benchmarks/results/magic5_roi [--bootstrap 1000]
                                     [--work /tmp/mcgenref-magic5-roi] [--model DIR]
                                     [--splits dev,test]
-    python benchmarks/magic5_roi.py --select-rule --out benchmarks/results/magic5_roi
+    python benchmarks/magic5_roi.py --select-rule [--model DIR] --out benchmarks/results/magic5_roi
     python benchmarks/magic5_roi.py --refine [--generator DIR] --splits dev
                                     --out benchmarks/results/magic5_roi_refine_dev
 
@@ -13,8 +13,9 @@ each, stratified by the classes a case holds).
 
 * ``--select-rule``: the candidate intensity rules of ROI mode (:data:`CANDIDATE_RULES`) on the
   DEVELOPMENT crops only: each crop is read and prepared by the library (``roi=True``), its
-  normalised image replaced by the candidate's, and the shipped model run (no files); AUC of the
-  number of MCs found and of the strongest probability, with case-bootstrap CIs, in
+  normalised image replaced by the candidate's, and the shipped coarse model (or ``--model``)
+  run (no files); AUC of the number of MCs found and of the strongest probability, with
+  case-bootstrap CIs, in
   ``rule_selection.md`` / ``.json``. The chosen rule is the library's
   (:func:`mcgenref.inference.segment.fit_roi_normalization`).
 * default: for each of development and test (``--splits``), ``run_segment`` with ``roi`` and
@@ -139,17 +140,23 @@ CANDIDATE_RULES: dict[str, Callable[[np.ndarray, ImageMeta], Normalization]] = {
     "typical full-image spread at the crop median": rule_typical_spread,
     "median / 7 MAD, floor = typical spread": rule_mad_floor,
 }
+#: The candidate that ``segment --roi`` uses; the others are compared with it, paired.
+LIBRARY_RULE = "median to mid-grey (bit-depth scale)"
 
 
-def select_rule(crops: list[RoiCrop], n_boot: int, seed: int) -> dict:
-    """Dev AUC of every candidate rule (model, in-process, no files)."""
+def select_rule(crops: list[RoiCrop], n_boot: int, seed: int,
+                model: Path | None = None) -> dict:
+    """Dev AUC of every candidate rule (the segmentor folder ``model``, default the shipped
+    coarse one; in-process, no files), and each rule's ``max_prob`` AUC minus the library
+    rule's (:data:`LIBRARY_RULE`) with a paired 95 % case-bootstrap CI."""
+    from mcgenref.evaluation.roi import case_bootstrap_auc_difference
     from mcgenref.inference.segment import SegmentConfig, Segmenter
 
-    seg = Segmenter(SegmentConfig(roi=True), device="cpu",
+    seg = Segmenter(SegmentConfig(roi=True), model_path=model, device="cpu",
                     pixel_spacing_mm=MAGIC5_PIXEL_SPACING_MM)
     prepared = [seg.prepare(c.path) for c in crops]
     raws = [read_image(c.path, pixel_spacing_mm=MAGIC5_PIXEL_SPACING_MM) for c in crops]
-    rows = {}
+    rows, max_probs = {}, {}
     for name, rule in CANDIDATE_RULES.items():
         t0 = time.perf_counter()
         scores = []
@@ -161,8 +168,14 @@ def select_rule(crops: list[RoiCrop], n_boot: int, seed: int) -> dict:
         table = auc_table(scores, DETECTOR_SCORES, n_boot, seed)
         rows[name] = {k: v.to_dict() for k, v in table.items()}
         rows[name]["seconds"] = round(time.perf_counter() - t0, 1)
+        max_probs[name] = [s.max_prob for s in scores]
         print(f"{name}: " + ", ".join(f"{k} {v.auc:.3f} [{v.ci[0]:.3f}, {v.ci[1]:.3f}]"
                                       for k, v in table.items()), flush=True)
+    labels, cases = [c.label for c in crops], [c.case for c in crops]
+    for name in rows:
+        d, ci = case_bootstrap_auc_difference(max_probs[name], max_probs[LIBRARY_RULE], labels,
+                                              cases, n_boot, seed)
+        rows[name]["max_prob_minus_library_rule"] = {"difference": d, "ci": list(ci)}
     trivial = auc_table([CropScore(c.stem, c.case, c.label, 0, 0.0, trivial_statistics(raw))
                          for c, (raw, _) in zip(crops, raws)], TRIVIAL_STATS, n_boot, seed)
     return {"rules": rows, "trivial": {k: v.to_dict() for k, v in trivial.items()}}
@@ -175,12 +188,19 @@ def _fmt(d: dict) -> str:
     return f"{auc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def write_selection(out: Path, result: dict, n_dev: int, n_cases: int) -> None:
+def write_selection(out: Path, result: dict, n_dev: int, n_cases: int,
+                    model: Path | None = None) -> None:
+    who = f"Model `{model}`" if model else "Shipped coarse model"
     lines = [f"# ROI intensity rule: development split ({n_dev} crops, {n_cases} cases)", "",
-             "Shipped model, `roi=True`, 0.085 mm; AUC with 95 % case-bootstrap CI.", "",
-             "| rule | AUC n_mcs | AUC max_prob |", "|---|---|---|"]
+             f"{who}, `roi=True`, 0.085 mm; AUC with 95 % case-bootstrap CI; the last column "
+             f"is the paired difference from the library's rule ({LIBRARY_RULE}).", "",
+             "| rule | AUC n_mcs | AUC max_prob | max_prob minus the library rule |",
+             "|---|---|---|---|"]
     for name, r in result["rules"].items():
-        lines.append(f"| {name} | {_fmt(r['n_mcs'])} | {_fmt(r['max_prob'])} |")
+        d = r.get("max_prob_minus_library_rule")
+        paired = ("n/a" if d is None
+                  else f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]")
+        lines.append(f"| {name} | {_fmt(r['n_mcs'])} | {_fmt(r['max_prob'])} | {paired} |")
     lines += ["", "| trivial statistic | AUC |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in result["trivial"].items()]
     lines += ["", _machine()]
@@ -404,7 +424,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=None,
                     help="segmentor folder of --method model (default: --model auto, at "
-                    "0.085 mm the shipped fine one; with --refine the shipped coarse one)")
+                    "0.085 mm the shipped fine one; with --refine or --select-rule the shipped "
+                    "coarse one)")
     ap.add_argument("--splits", default=",".join(SPLITS),
                     help="comma-separated MAGIC-5 splits to measure (default: dev,test)")
     ap.add_argument("--select-rule", action="store_true",
@@ -422,8 +443,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.select_rule:
         dev, _ = split_crops(list_roi_crops())
-        result = select_rule(dev, args.bootstrap, args.seed)
-        write_selection(args.out, result, len(dev), len({c.case for c in dev}))
+        result = select_rule(dev, args.bootstrap, args.seed, args.model)
+        write_selection(args.out, result, len(dev), len({c.case for c in dev}), args.model)
     elif args.refine:
         # --refine supports the coarse (0.2 mm) segmentor only; auto would be fine at 0.085 mm
         measure(args.out, args.work, args.bootstrap, args.seed,

@@ -1,7 +1,7 @@
 """The recipe of the shipped fine-resolution segmentor (0.1 mm), beside the film model (0.2 mm).
 
     python recipes/fine_segmentor.py backgrounds            # CBIS-DDSM views -> 0.1 mm cache
-    python recipes/fine_segmentor.py train [--sources mias] [--steps 600] [--run NAME]
+    python recipes/fine_segmentor.py train [--sources mias] [--steps 600] [--run NAME] [--init DIR]
     python recipes/fine_segmentor.py calibrate [--run NAME]  # the operating point
     python recipes/fine_segmentor.py install   [--run NAME]  # copy into the package
 
@@ -124,12 +124,13 @@ def cmd_backgrounds(args: argparse.Namespace) -> None:
             print(f"{case}/{src.name}: {image.shape} -> {pixels.shape} {views}")
 
 
-def fine_config(steps: int, batch_size: int, lr: float, warmup: int):  # noqa: ANN201
+def fine_config(steps: int, batch_size: int, lr: float, warmup: int,  # noqa: ANN201
+                init: Path | None = None):
     """The film recipe's config at 0.1 mm: 85 um synthesis preset, every negative resampled to
-    0.1 mm, procedural backgrounds at 0.1 mm, starting from the film model's weights."""
+    0.1 mm, procedural backgrounds at 0.1 mm, starting from the weights of the model folder
+    ``init`` (default: the shipped film model)."""
     from mcgenref.inference.segment import default_model_path
     from mcgenref.synthesis.config import SynthesisConfig
-    from mcgenref.synthesis.patches import PatchSamplerConfig
 
     film = train_config(steps)
     synthesis = dataclasses.replace(SynthesisConfig.fine_resolution(),
@@ -141,7 +142,7 @@ def fine_config(steps: int, batch_size: int, lr: float, warmup: int):  # noqa: A
         procedural_spacing_mm=(FINE_SPACING_MM, FINE_SPACING_MM),
         batch_size=batch_size, lr=lr, warmup_steps=warmup,
         val_every=max(1, steps // 4), checkpoint_every=max(1, steps // 4),
-        init_from=str(default_model_path().resolve()),
+        init_from=str((init or default_model_path()).resolve()),
     )
 
 
@@ -163,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from mcgenref.training import run_training
 
     out = run_dir(args.run)
-    config = fine_config(args.steps, args.batch_size, args.lr, args.warmup)
+    config = fine_config(args.steps, args.batch_size, args.lr, args.warmup, args.init)
     summary = run_training(
         "segmentor", out,
         None if args.resume else negatives(args.sources.split(",")),
@@ -242,6 +243,10 @@ def main() -> None:
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--warmup", type=int, default=50)
+    t.add_argument("--init", type=Path, default=None,
+                   help="model folder to start from (default: the shipped film model; the "
+                        "shipped fine weights started from runs/base3000/model, see "
+                        "docs/fine_model_card.md)")
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--stop-at-step", type=int, default=None)
