@@ -33,8 +33,8 @@ each, stratified by the classes a case holds).
   ``model+refine`` refines that same model; ``classical`` as before. Both model rows are
   recomputed (``overwrite``) so their seconds are real. Each crop is 26 px on the coarse grid:
   the library reflect-pads it to a segmentor window and refines it in that padded context
-  (``roi_padding``). Per split: the paired AUC difference refine - plain of ``max_prob`` and
-  ``n_mcs`` with a 95 % case-bootstrap CI
+  (``roi_padding``). Per split: the paired AUC difference refine - plain of each detector
+  score (:data:`mcgenref.evaluation.roi.DETECTOR_SCORES`) with a 95 % case-bootstrap CI
   (:func:`mcgenref.evaluation.roi.case_bootstrap_auc_difference`), both runs' seconds, and
   how many crops got a refinement window; in ``table.json`` under
   ``<split>.model+refine.paired_vs_plain`` and ``.tt_gpr``.
@@ -75,6 +75,7 @@ from mcgenref.evaluation.roi import (  # noqa: E402
     TRIVIAL_STATS,
     CropScore,
     auc_table,
+    expected_mc_area_mm2,
     trivial_statistics,
 )
 from mcgenref.io import read_image  # noqa: E402
@@ -164,7 +165,8 @@ def select_rule(crops: list[RoiCrop], n_boot: int, seed: int,
             image = rule(raw, meta).apply(raw)
             r = seg.detect(dataclasses.replace(p, image=image))
             scores.append(CropScore(c.stem, c.case, c.label, len(r.detections.mcs),
-                                    float(r.prob.max()), trivial_statistics(raw)))
+                                    float(r.prob.max()), trivial_statistics(raw),
+                                    expected_mc_area_mm2(r.prob, p.region, p.spacing)))
         table = auc_table(scores, DETECTOR_SCORES, n_boot, seed)
         rows[name] = {k: v.to_dict() for k, v in table.items()}
         rows[name]["seconds"] = round(time.perf_counter() - t0, 1)
@@ -176,7 +178,7 @@ def select_rule(crops: list[RoiCrop], n_boot: int, seed: int,
         d, ci = case_bootstrap_auc_difference(max_probs[name], max_probs[LIBRARY_RULE], labels,
                                               cases, n_boot, seed)
         rows[name]["max_prob_minus_library_rule"] = {"difference": d, "ci": list(ci)}
-    trivial = auc_table([CropScore(c.stem, c.case, c.label, 0, 0.0, trivial_statistics(raw))
+    trivial = auc_table([CropScore(c.stem, c.case, c.label, 0, 0.0, trivial_statistics(raw), 0.0)
                          for c, (raw, _) in zip(crops, raws)], TRIVIAL_STATS, n_boot, seed)
     return {"rules": rows, "trivial": {k: v.to_dict() for k, v in trivial.items()}}
 
@@ -274,6 +276,9 @@ def measure(out: Path, work: Path, n_boot: int = 1000, seed: int = 0,
             metrics = run_evaluate(pred, truth, evaluated, n_bootstrap=n_boot, seed=seed,
                                    report=True)
             table[split][method] = dict(metrics["roi"], segment_s=round(seg_s, 1))
+            table[split][method]["paired"] = paired_scores(
+                read_crop_rows(evaluated / "per_image.csv"), metrics["roi"]["best_trivial"],
+                n_boot, seed)
             if method == REFINE:
                 plain = read_crop_rows(work / "eval" / f"{split}-model" / "per_image.csv")
                 table[split][method]["paired_vs_plain"] = paired_refine_difference(
@@ -294,9 +299,32 @@ def read_crop_rows(path: Path) -> dict[str, dict[str, str]]:
         return {r["stem"]: r for r in csv.DictReader(f)}
 
 
+def paired_scores(rows: dict[str, dict], best_trivial: str, n_boot: int,
+                  seed: int) -> dict[str, dict]:
+    """Paired 95 % case-bootstrap CIs (one draw of cases scores both) over one run's crops
+    (``{stem: row}`` of :func:`read_crop_rows`): each detector score's AUC minus the best
+    trivial statistic's (``best_trivial``, best on these crops), and ``mc_area_mm2``'s minus
+    ``max_prob``'s. ``{"<score> - <other>": {"difference", "ci"}}``."""
+    from mcgenref.evaluation.roi import case_bootstrap_auc_difference
+
+    stems = sorted(rows)
+    labels = [int(rows[s]["label"]) for s in stems]
+    cases = [rows[s]["case"] for s in stems]
+
+    def col(name: str) -> list[float]:
+        return [float(rows[s][name]) for s in stems]
+
+    pairs = [(k, best_trivial) for k in DETECTOR_SCORES] + [("mc_area_mm2", "max_prob")]
+    out = {}
+    for a, b in pairs:
+        d, ci = case_bootstrap_auc_difference(col(a), col(b), labels, cases, n_boot, seed)
+        out[f"{a} - {b}"] = {"difference": d, "ci": list(ci)}
+    return out
+
+
 def paired_refine_difference(plain: dict[str, dict], refined: dict[str, dict], n_boot: int,
                              seed: int) -> dict[str, dict]:
-    """Per detector score (``max_prob``, ``n_mcs``): the AUC of ``plain`` and of ``refined``
+    """Per detector score (:data:`mcgenref.evaluation.roi.DETECTOR_SCORES`): the AUC of ``plain`` and of ``refined``
     (``{stem: row}`` with ``label``, ``case`` and the score, as :func:`read_crop_rows` gives),
     ``AUC(refined) - AUC(plain)`` with its paired 95 % case-bootstrap CI (one draw of
     cases scores both), and how many crops of each class refinement raised and lowered.
@@ -356,10 +384,19 @@ def split_lines(table: dict, heading: str = "##") -> list[str]:
                   "| score | AUC [95 % CI over cases] |", "|---|---|"]
         for method, block in by_method.items():
             for k in DETECTOR_SCORES:
-                lines.append(f"| {method}: {k} | {_fmt(block['auc'][k])} |")
+                lines.append(f"| {method}: {k} | {_fmt(block['auc'].get(k, {}))} |")
         for k in TRIVIAL_STATS:
             lines.append(f"| trivial: {k} | {_fmt(any_block['trivial_auc'][k])} |")
         lines.append("")
+        paired = [(m, k, d) for m, block in by_method.items()
+                  for k, d in block.get("paired", {}).items()]
+        if paired:
+            lines += [f"Paired AUC differences on the {split} crops (95 % CI over cases, one draw "
+                      "of cases scores both):", "", "| method | difference | AUC difference [95 % CI] |",
+                      "|---|---|---|"]
+            lines += [f"| {m} | {k} | {d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] |"
+                      for m, k, d in paired]
+            lines.append("")
     return lines
 
 
@@ -405,7 +442,9 @@ def write_table(out: Path, table: dict, model: Path | str | None = None,
     lines = ["# MAGIC-5 ROI AUC (segment --roi --pixel-spacing 0.085)", "",
              "Cases split by `mcgenref.datasets.magic5.split_crops` (seed 0). AUC with 95 % "
              "bootstrap CI over cases; primary score: the strongest probability (`max_prob`); "
-             "`n_mcs`: MCs found at the method's operating point.", ""]
+             "`n_mcs`: MCs found at the method's operating point; `mc_area_mm2`: the expected "
+             "MC area (sum of the map x pixel area; an area only for a segmentor's "
+             "probabilities, not for the classical method's contrast score).", ""]
     lines += split_lines(table)
     lines += refine_lines(table, model, generator)
     lines.append(_machine())

@@ -18,9 +18,9 @@ For each model (the first ``--model`` is the reference of the paired differences
 2. The model's **operating threshold** for what follows: its recorded ``operating_point`` where
    it has one, else (a fresh run's ``model/``) the rule's choice of step 1; the table says which.
 3. **MAGIC-5 ROI AUC** on the development split only (``benchmarks/magic5_roi.py``'s
-   ``measure``, ``splits=("dev",)``, at the operating threshold): AUC of ``max_prob`` (primary)
-   and ``n_mcs`` beside the trivial statistics, case-bootstrap CIs, and paired case-bootstrap
-   CIs (:func:`mcgenref.evaluation.roi.case_bootstrap_auc_difference`) of the model's
+   ``measure``, ``splits=("dev",)``, at the operating threshold): AUC of ``max_prob`` (primary),
+   ``n_mcs`` and ``mc_area_mm2`` beside the trivial statistics, case-bootstrap CIs, and paired
+   case-bootstrap CIs (:func:`mcgenref.evaluation.roi.case_bootstrap_auc_difference`) of the model's
    ``max_prob`` AUC minus the best trivial statistic's (best on these crops) and minus the
    reference model's.
 4. **Synthetic**, at the model's spacing (``benchmarks/quality.py``'s :func:`synthetic_set`):
@@ -325,13 +325,14 @@ def roi_lines(result: dict) -> list[str]:
         f"{any_block['n_normal_crops']} normal), {any_block['n_cases']} cases "
         "(`split_crops`, seed 0), `segment --roi --pixel-spacing 0.085` at the used threshold "
         "(it moves `n_mcs` only); AUC with 95 % bootstrap CIs over cases.", "",
-        "| model | AUC max_prob | AUC n_mcs | max_prob - best trivial (paired CI) |",
-        "|---|---|---|---|"]
+        "| model | AUC max_prob | AUC n_mcs | AUC mc_area_mm2 | max_prob - best trivial "
+        "(paired CI) |", "|---|---|---|---|---|"]
     paired = result["magic5_paired"]
     for name, m in models.items():
         b = m["magic5_dev"]
         v = paired["vs_best_trivial"][name]
         lines.append(f"| {name} | {_auc(b['auc']['max_prob'])} | {_auc(b['auc']['n_mcs'])} | "
+                     f"{_auc(b['auc'].get('mc_area_mm2'))} | "
                      f"{_ci(v['difference'], v['ci'], 3)} (vs {v['best_trivial']}) |")
     lines += ["", "| trivial statistic | AUC |", "|---|---|"]
     lines += [f"| {k} | {_auc(any_block['trivial_auc'][k])} |" for k in TRIVIAL_STATS]
@@ -393,7 +394,7 @@ def synthetic_only(models: dict[str, Path], thresholds: dict[str, float],
                                                            args.bootstrap, args.cbis_held_out)}
                          for name, model in models.items()}}
     write_json_atomic(args.out / "synthetic.json", json.loads(json.dumps(result, default=float)))
-    lines = [f"# Synthetic development sets, models at given thresholds", "",
+    lines = ["# Synthetic development sets, models at given thresholds", "",
              f"`python benchmarks/model_selection.py {result['command']}` on {result['machine']} "
              f"(load average {result['load_average']}).", "", *synthetic_lines(result)]
     write_bytes_atomic(args.out / "synthetic.md", ("\n".join(lines) + "\n").encode())

@@ -11,7 +11,7 @@ import pytest
 from mcgenref.io.predictions import csv_bytes
 from tests.conftest import load_benchmark
 
-COLUMNS = ("stem", "case", "label", "n_mcs", "max_prob")
+COLUMNS = ("stem", "case", "label", "n_mcs", "max_prob", "mc_area_mm2")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,8 @@ def _rows(bench, tmp_path: Path, name: str, max_prob: list[float],  # noqa: ANN0
           n_mcs: list[int]) -> dict:
     """Four cases of one calcification and one normal crop each, through a per_image.csv."""
     rows = [{"stem": f"c{i // 2}_{i % 2}", "case": f"c{i // 2:03d}", "label": 1 - i % 2,
-             "n_mcs": n, "max_prob": p} for i, (p, n) in enumerate(zip(max_prob, n_mcs))]
+             "n_mcs": n, "max_prob": p, "mc_area_mm2": 0.01}
+            for i, (p, n) in enumerate(zip(max_prob, n_mcs))]
     path = tmp_path / f"{name}.csv"
     path.write_bytes(csv_bytes(rows, COLUMNS, float_digits=6))
     return bench.read_crop_rows(path)

@@ -38,3 +38,19 @@ def test_the_selection_table_shows_each_rules_paired_difference(bench, tmp_path:
     assert "Model `m`" in text
     assert "| other | 0.900 [0.800, 0.950] | 0.900 [0.800, 0.950] | +0.012 [-0.004, +0.030] |" in text
     assert json.loads((tmp_path / "rule_selection.json").read_text()) == result
+
+
+def test_paired_scores_are_each_score_minus_the_best_trivial_and_area_minus_max(
+        bench) -> None:  # noqa: ANN001
+    # four cases of one calcification and one normal crop each; max_prob and the trivial mean
+    # separate them perfectly, mc_area_mm2 is tied everywhere (AUC 0.5), n_mcs is inverted (0)
+    rows = {f"c{i // 2}_{i % 2}": {"case": f"c{i // 2:03d}", "label": str(1 - i % 2),
+                                   "max_prob": str(0.9 - 0.8 * (i % 2)), "n_mcs": str(i % 2),
+                                   "mc_area_mm2": "0.01", "mean": str(100 - 50 * (i % 2))}
+            for i in range(8)}
+    d = bench.paired_scores(rows, "mean", n_boot=100, seed=0)
+    assert set(d) == {"max_prob - mean", "n_mcs - mean", "mc_area_mm2 - mean",
+                      "mc_area_mm2 - max_prob"}
+    assert d["max_prob - mean"] == {"difference": 0.0, "ci": [0.0, 0.0]}
+    assert d["n_mcs - mean"]["difference"] == -1.0
+    assert d["mc_area_mm2 - max_prob"] == {"difference": -0.5, "ci": [-0.5, -0.5]}

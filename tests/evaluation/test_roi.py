@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,7 +12,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mcgenref.cli import app
-from mcgenref.evaluation.roi import case_bootstrap_auc, case_bootstrap_auc_difference, roc_auc
+from mcgenref.evaluation.roi import (
+    case_bootstrap_auc,
+    case_bootstrap_auc_difference,
+    expected_mc_area_mm2,
+    roc_auc,
+)
+from mcgenref.io.predictions import read_prediction
 
 runner = CliRunner()
 
@@ -22,6 +29,16 @@ def test_roc_auc_by_hand() -> None:
     # pairs (pos, neg): (3,1) win, (3,3) tie, (2,1) win, (2,3) loss -> (2 + 0.5) / 4
     assert roc_auc([3, 2, 1, 3], [1, 1, 0, 0]) == pytest.approx(0.625)
     assert np.isnan(roc_auc([1, 2], [1, 1]))
+
+
+def test_expected_mc_area_is_the_probability_sum_times_the_pixel_area() -> None:
+    prob = np.zeros((6, 6), np.float32)
+    prob[1:3, 1:3] = 0.5  # 4 pixels of 0.5 inside the region: 2 pixels' worth of MC
+    prob[5, 5] = 1.0  # outside the region: not counted
+    region = np.zeros((6, 6), bool)
+    region[:4, :4] = True
+    assert expected_mc_area_mm2(prob, region, (0.1, 0.2)) == pytest.approx(2 * 0.1 * 0.2)
+    assert np.isnan(expected_mc_area_mm2(prob, np.zeros_like(region), (0.1, 0.2)))
 
 
 def test_case_bootstrap_resamples_cases_not_crops() -> None:
@@ -115,6 +132,13 @@ def test_evaluate_a_roi_folder_gives_the_known_auc(tmp_path: Path) -> None:
     roi = metrics["roi"]
     assert roi["n_crops"] == 12 and roi["n_cases"] == 6
     assert roi["auc"]["max_prob"]["auc"] == 1.0 and roi["auc"]["n_mcs"]["auc"] == 1.0
+    # mc_area_mm2 is read back from the written maps: sum of <stem>_prob.png in the breast x area
+    rows = {r["stem"]: r for r in csv.DictReader((out / "per_image.csv").read_text().splitlines())}
+    stem = "c000_crop.pgm_0"
+    back = read_prediction(pred, stem)
+    assert float(rows[stem]["mc_area_mm2"]) == pytest.approx(
+        float(back.prob[back.breast].sum()) * 0.085 * 0.085, rel=1e-5)
+    assert set(roi["auc"]) == {"max_prob", "n_mcs", "mc_area_mm2"}
     labels = [lab for _, lab in crops.values()]
     means = [float(img.mean()) for img, _ in crops.values()]
     assert roi["trivial_auc"]["mean"]["auc"] == pytest.approx(roc_auc(means, labels))
