@@ -324,10 +324,11 @@ def paired_scores(rows: dict[str, dict], best_trivial: str, n_boot: int,
 
 def paired_refine_difference(plain: dict[str, dict], refined: dict[str, dict], n_boot: int,
                              seed: int) -> dict[str, dict]:
-    """Per detector score (:data:`mcgenref.evaluation.roi.DETECTOR_SCORES`): the AUC of ``plain`` and of ``refined``
-    (``{stem: row}`` with ``label``, ``case`` and the score, as :func:`read_crop_rows` gives),
-    ``AUC(refined) - AUC(plain)`` with its paired 95 % case-bootstrap CI (one draw of
-    cases scores both), and how many crops of each class refinement raised and lowered.
+    """Per detector score (:data:`mcgenref.evaluation.roi.DETECTOR_SCORES`): the AUC of
+    ``plain`` and of ``refined`` (``{stem: row}`` with ``label``, ``case`` and the score, as
+    :func:`read_crop_rows` gives), ``AUC(refined) - AUC(plain)`` with its paired 95 %
+    case-bootstrap CI (one draw of cases scores both), and how many crops of each class
+    refinement raised and lowered.
     Both must hold the same crops with the same truth."""
     from mcgenref.evaluation.roi import case_bootstrap_auc_difference, roc_auc
 
@@ -391,11 +392,11 @@ def split_lines(table: dict, heading: str = "##") -> list[str]:
         paired = [(m, k, d) for m, block in by_method.items()
                   for k, d in block.get("paired", {}).items()]
         if paired:
-            lines += [f"Paired AUC differences on the {split} crops (95 % CI over cases, one draw "
-                      "of cases scores both):", "", "| method | difference | AUC difference [95 % CI] |",
-                      "|---|---|---|"]
-            lines += [f"| {m} | {k} | {d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] |"
-                      for m, k, d in paired]
+            lines += [f"Paired AUC differences on the {split} crops (95 % CI over cases, one "
+                      "draw of cases scores both):", "",
+                      "| method | difference | AUC difference [95 % CI] |", "|---|---|---|"]
+            lines += [f"| {m} | {k} | {d['difference']:+.3f} "
+                      f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] |" for m, k, d in paired]
             lines.append("")
     return lines
 

@@ -104,14 +104,15 @@ def analyse(rows: list[dict], n_boot: int, seed: int) -> dict:
         lo, hi = case_bootstrap_auc(col(k), labels, cases, n_boot, seed)
         block = {"auc": roc_auc(col(k), labels), "ci": [lo, hi]}
         if k in SCORES:
-            d, ci = case_bootstrap_auc_difference(col(k), col("max_prob"), labels, cases, n_boot, seed)
+            d, ci = case_bootstrap_auc_difference(col(k), col("max_prob"), labels, cases,
+                                                  n_boot, seed)
             block["minus_max_prob"] = {"difference": d, "ci": list(ci)}
         out["scores"][k] = block
     for by in STRATA:
         third = thirds(col(by))
         out["strata"][by] = {
-            "n_calcification_normal": [[int(labels[third == t].sum()), int((labels[third == t] == 0).sum())]
-                                       for t in range(3)],
+            "n_calcification_normal": [[int(labels[third == t].sum()),
+                                        int((labels[third == t] == 0).sum())] for t in range(3)],
             **{k: [roc_auc(col(k)[third == t], labels[third == t]) for t in range(3)]
                for k in SCORES + (by,)}}
     return out

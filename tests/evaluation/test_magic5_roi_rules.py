@@ -19,24 +19,26 @@ def bench():  # noqa: ANN201
     return load_benchmark("magic5_roi")
 
 
-def test_the_library_rule_is_a_candidate_and_is_what_segment_roi_does(bench) -> None:  # noqa: ANN001
+def test_the_library_rule_is_what_segment_roi_does(bench) -> None:  # noqa: ANN001
     raw = np.random.default_rng(0).integers(40, 200, (60, 60)).astype(np.float32)
     meta = ImageMeta(source_path="crop", format="png", rows=60, columns=60,
                      pixel_spacing_mm=(0.085, 0.085), spacing_source="user", bits_stored=8)
     assert bench.CANDIDATE_RULES[bench.LIBRARY_RULE](raw, meta) == fit_roi_normalization(raw, meta)
 
 
-def test_the_selection_table_shows_each_rules_paired_difference(bench, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_selection_table_shows_each_rules_paired_difference(
+        bench, tmp_path: Path) -> None:  # noqa: ANN001
     auc = {"auc": 0.9, "ci": [0.8, 0.95]}
-    rules = {bench.LIBRARY_RULE: {"n_mcs": auc, "max_prob": auc,
-                                  "max_prob_minus_library_rule": {"difference": 0.0, "ci": [0.0, 0.0]}},
-             "other": {"n_mcs": auc, "max_prob": auc,
-                       "max_prob_minus_library_rule": {"difference": 0.012, "ci": [-0.004, 0.03]}}}
+    same = {"difference": 0.0, "ci": [0.0, 0.0]}
+    better = {"difference": 0.012, "ci": [-0.004, 0.03]}
+    rules = {name: {"n_mcs": auc, "max_prob": auc, "max_prob_minus_library_rule": d}
+             for name, d in ((bench.LIBRARY_RULE, same), ("other", better))}
     result = {"rules": rules, "trivial": {"std": auc}}
     bench.write_selection(tmp_path, result, 8, 4, model=Path("m"))
     text = (tmp_path / "rule_selection.md").read_text()
     assert "Model `m`" in text
-    assert "| other | 0.900 [0.800, 0.950] | 0.900 [0.800, 0.950] | +0.012 [-0.004, +0.030] |" in text
+    row = "| other | 0.900 [0.800, 0.950] | 0.900 [0.800, 0.950] | +0.012 [-0.004, +0.030] |"
+    assert row in text
     assert json.loads((tmp_path / "rule_selection.json").read_text()) == result
 
 

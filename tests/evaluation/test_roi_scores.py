@@ -34,7 +34,7 @@ def test_crop_scores_of_a_known_map(bench) -> None:  # noqa: ANN001
     assert s["n_above_half"] == 4 and s["mc_area_mm2"] == pytest.approx(3.6 * 0.01)
 
 
-def test_within_thirds_of_brightness_a_separating_score_stays_perfect(bench) -> None:  # noqa: ANN001
+def test_within_thirds_a_separating_score_stays_perfect(bench) -> None:  # noqa: ANN001
     # 60 cases of one crop each, calcification crops brighter on average (the confound):
     # max_prob and mc_area_mm2 separate the classes everywhere, tta_max is the brightness
     # itself, n_above_half is tied
