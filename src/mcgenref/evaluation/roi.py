@@ -17,9 +17,10 @@ Each crop is scored (:func:`score_crop` -> :class:`CropScore`) by
   ``segment`` reports and what a cluster needs;
 * ``mc_area_mm2``: the expected MC area of the crop, the sum of ``<stem>_prob.png`` over the
   searched region times the pixel area (mm²). Also threshold-free, and it counts every MC of a
-  cluster, not the strongest one only. It is an area only for a segmentor's probabilities: the
-  classical method's map is a contrast score that is above 0 on half of any noise, so its sum
-  measures noise. On the MAGIC-5 development cases (issue 13; docs/segment.md, "Crops inside
+  cluster, not the strongest one only. It grows with the crop (background probabilities add
+  up), so it ranks crops of one size, as MAGIC-5's are. It is an area only for a segmentor's
+  probabilities: the classical method's map is a contrast score that is above 0 on half of
+  any noise, so its sum measures noise. On the MAGIC-5 development cases (issue 13; docs/segment.md, "Crops inside
   the breast") the shipped fine model's ``mc_area_mm2`` AUC was 0.035 [0.012, 0.074] above its
   ``max_prob``'s, and at or above it within tertiles of the crops' brightness and texture (the
   classes' known confound).
