@@ -645,15 +645,23 @@ def curve_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _shipped_and_given(res: dict) -> tuple[bool, bool]:
+    """Whether ``res`` is of the shipped model, and whether its threshold was given on the
+    command line (tables of runs before ``threshold_given`` was recorded: given for other
+    models)."""
+    shipped = res.get("model", {}).get("shipped", True)
+    return shipped, res.get("threshold_given", not shipped)
+
+
 def command_line(res: dict) -> str:
     """The command that wrote ``res``: ``--model`` and ``--threshold`` for another model than
-    the shipped one or a threshold given on the command line, ``--no-real`` without the real
-    check (tables of runs before ``threshold_given`` was recorded: given for other models)."""
-    shipped = res.get("model", {}).get("shipped", True)
+    the shipped one or a threshold given on the command line (:func:`_shipped_and_given`),
+    ``--no-real`` without the real check."""
+    shipped, given = _shipped_and_given(res)
     args = [f"--patches {res['n_patches']}", f"--bootstrap {res['n_bootstrap']}"]
     if not shipped:
         args.append(f"--model {res['model']['path']}")
-    if res.get("threshold_given", not shipped):
+    if given:
         args.append(f"--threshold {res['threshold']:.10g}")
     if "real_check" not in res:
         args.append("--no-real")
@@ -662,8 +670,7 @@ def command_line(res: dict) -> str:
 
 def table_lines(res: dict) -> list[str]:
     c = res["categories"]
-    shipped = res.get("model", {}).get("shipped", True)
-    given = res.get("threshold_given", not shipped)
+    shipped, given = _shipped_and_given(res)
     lines = [
         "# False components of the shipped film model on development patches (issue 13)"
         if shipped else
@@ -806,7 +813,8 @@ def main() -> None:
     res: dict = {"machine": _machine(), "n_patches": args.patches, "n_bootstrap": args.bootstrap,
                  "model": {"path": str(args.model), "sha256": meta["weights"]["sha256"],
                            "shipped": args.model.resolve() == MODEL.resolve()},
-                 "threshold": threshold, "threshold_given": args.threshold is not None, "seeds": SEEDS, "sets": {}, "rules": {}}
+                 "threshold": threshold, "threshold_given": args.threshold is not None,
+                 "seeds": SEEDS, "sets": {}, "rules": {}}
     sets = {}
     for name in ("choose", "confirm"):
         data = dev_set(name, args.patches, notes, args.model)

@@ -168,7 +168,8 @@ def read_crop_scores(work: Path) -> dict[str, dict]:
 def paired_roi(crops: dict[str, dict[str, dict]], blocks: dict[str, dict], reference: str,
                n_boot: int) -> dict:
     """Paired case-bootstrap CIs of ``max_prob`` AUC differences: each model minus the best
-    trivial statistic, and each model minus ``reference`` (and every other pair)."""
+    trivial statistic (as ``magic5_roi.measure`` computed it, in ``blocks[name]["paired"]``),
+    and each model minus ``reference`` (and every other pair)."""
     from mcgenref.evaluation.roi import PRIMARY_SCORE, case_bootstrap_auc_difference
 
     stems = sorted(set.intersection(*(set(c) for c in crops.values())))
@@ -185,10 +186,10 @@ def paired_roi(crops: dict[str, dict[str, dict]], blocks: dict[str, dict], refer
 
     out: dict = {"n_crops": len(stems), "score": PRIMARY_SCORE, "vs_best_trivial": {},
                  "pairs": {}}
-    for name, rows in crops.items():
+    for name in crops:
         best = blocks[name]["best_trivial"]
-        out["vs_best_trivial"][name] = {"best_trivial": best, **diff(
-            values(name, PRIMARY_SCORE), values(name, best))}
+        out["vs_best_trivial"][name] = {"best_trivial": best,
+                                        **blocks[name]["paired"][f"{PRIMARY_SCORE} - {best}"]}
     names = list(crops)
     for a, b in combinations(names, 2):
         if reference in (a, b):  # reference first: "model - reference"

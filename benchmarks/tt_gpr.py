@@ -39,7 +39,7 @@ benchmarks/results/tt_gpr (test) or benchmarks/results/tt_gpr_dev (dev).
    mini-MIAS normals of the split (1024 x 1024 at 0.2 mm), with the machine's load average
    (part 2's seconds per image are sequential runs). ``--cost-variants N``
    (``dev`` only) also times the cheaper settings of :data:`COST_VARIANTS` on the full field
-   and the films and scores each against the defaults on ``N`` patches of both dev evidence sets
+   and the films, and scores each against the defaults on ``N`` patches of both dev evidence sets
    (:func:`cost_variant_effect`; ``N = 0``: timing only), since each of them changes results.
 
 Writes table.md and table.json into --out.

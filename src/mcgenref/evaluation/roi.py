@@ -20,10 +20,10 @@ Each crop is scored (:func:`score_crop` -> :class:`CropScore`) by
   cluster, not the strongest one only. It grows with the crop (background probabilities add
   up), so it ranks crops of one size, as MAGIC-5's are. It is an area only for a segmentor's
   probabilities: the classical method's map is a contrast score that is above 0 on half of
-  any noise, so its sum measures noise. On the MAGIC-5 development cases (issue 13; docs/segment.md, "Crops inside
-  the breast") the shipped fine model's ``mc_area_mm2`` AUC was 0.035 [0.012, 0.074] above its
-  ``max_prob``'s, and at or above it within tertiles of the crops' brightness and texture (the
-  classes' known confound).
+  any noise, so its sum measures noise. On the MAGIC-5 development cases (issue 13;
+  docs/segment.md, "Crops inside the breast") the shipped fine model's ``mc_area_mm2`` AUC was
+  0.035 [0.012, 0.074] above its ``max_prob``'s, and at or above it within tertiles of the
+  crops' brightness and texture (the classes' known confound).
 
 and, beside them, the trivial statistics of the crop's own raw pixels (:data:`TRIVIAL_STATS`:
 mean, median, standard deviation, max - median), which a detector must beat to mean anything
@@ -297,9 +297,9 @@ def evaluate_roi(pred_dir: str | Path, truth_dir: str | Path, out_dir: str | Pat
             "conventions": ("ROC AUC with ties counted one half, higher score = calcification; "
                             "mc_area_mm2 = sum of the probability over the searched region x "
                             "pixel area; n_mcs = components of the mask in the searched region; "
-                            "max_prob = the strongest probability; trivial statistics of the crop's raw "
-                            "pixels; bootstrap CIs resample cases (first 4 characters of a name) "
-                            "with all their crops"),
+                            "max_prob = the strongest probability; trivial statistics of the "
+                            "crop's raw pixels; bootstrap CIs resample cases (first 4 "
+                            "characters of a name) with all their crops"),
         },
         "stems": sorted(matched),
         "unmatched": {"predictions_without_truth": sorted(s for s in stems if s not in matched),
